@@ -1,0 +1,31 @@
+"""tfp_glow: Glow (Kingma & Dhariwal, 2018) as TensorFlow Probability bijectors.
+
+`forward` maps latent -> image (sampling), `inverse` image -> latent (what
+`log_prob` calls), as everywhere in TFP.
+"""
+
+from tfp_glow import bijectors
+from tfp_glow import networks
+from tfp_glow.bijectors.glow import Glow
+from tfp_glow.distribution import bits_per_dim
+from tfp_glow.distribution import decode
+from tfp_glow.distribution import encode
+from tfp_glow.distribution import get_glow
+from tfp_glow.distribution import glow_distribution
+from tfp_glow.distribution import initialize
+from tfp_glow.distribution import parameter_count
+from tfp_glow.distribution import sample
+
+__all__ = [
+    'Glow',
+    'bijectors',
+    'bits_per_dim',
+    'decode',
+    'encode',
+    'get_glow',
+    'glow_distribution',
+    'initialize',
+    'networks',
+    'parameter_count',
+    'sample',
+]

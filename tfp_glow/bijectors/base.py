@@ -1,0 +1,176 @@
+"""Shared machinery for the tfp_glow bijectors.
+
+Every Glow component computes its output and its log-det-Jacobian in one pass
+(`_augmented_forward` / `_augmented_inverse`), and TFP's greedy-attribute cache
+hands the log-det to `*_log_det_jacobian` without a second evaluation. This is
+what keeps `TransformedDistribution.log_prob` at one network evaluation per
+coupling (TFP's RealNVP evaluates every network twice).
+
+Caching and trainable variables: TFP caches by the identity of the input
+tensor. In graph mode (every `tf.function`, every Keras step) that is always
+right, because variables are read when the graph runs. In eager mode the same
+tensor object can be passed again after an optimizer changed the variables, and
+the cache would answer with the old value. So in eager mode a transform call
+always recomputes, and a log-det call reuses the cache only when it directly
+follows the transform of the very same input (the pattern of `log_prob` and of
+`sample_and_log_prob`).
+"""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
+
+tfb = tfp.bijectors
+
+__all__ = ['GlowBijector']
+
+
+def check_option(name, value, choices):
+  if value not in choices:
+    raise ValueError(f'`{name}` must be one of {sorted(choices)}, got {value!r}.')
+
+
+def check_positive_int(name, value):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f'`{name}` must be a positive integer, got {value!r}.')
+  return value
+
+
+def check_float_dtype(dtype):
+  dtype = tf.as_dtype(dtype)
+  if not dtype.is_floating:
+    raise TypeError(f'`dtype` must be a floating dtype, got {dtype.name}.')
+  return dtype
+
+
+def flatten_batch(x, event_ndims=3):
+  """Reshapes `x` to `[N] + event_shape`; returns it and the batch shape."""
+  shape = tf.shape(x)
+  batch_shape = shape[:-event_ndims]
+  event_shape = shape[-event_ndims:]
+  flat = tf.reshape(x, tf.concat([[-1], event_shape], axis=0))
+  static_event = x.shape[-event_ndims:]
+  flat.set_shape([None] + static_event.as_list())
+  return flat, batch_shape
+
+
+def unflatten_batch(x, batch_shape, event_ndims=3):
+  shape = tf.concat([batch_shape, tf.shape(x)[-event_ndims:]], axis=0)
+  return tf.reshape(x, shape)
+
+
+class GlowBijector(tfb.Bijector):
+  """Base class: fused output + log-det, input checks, eager-safe caching.
+
+  Subclasses implement `_transform(x, inverse, **kwargs)`: for
+  `inverse=True` it returns `(inverse(x), inverse_log_det_jacobian(x))`, for
+  `inverse=False` it returns `(forward(x), forward_log_det_jacobian(x))`, the
+  log-det reduced over the event dimensions (shape = batch shape).
+  """
+
+  _cache = cache_util.BijectorCacheWithGreedyAttrs(
+      forward_name='_augmented_forward', inverse_name='_augmented_inverse')
+
+  def __init__(self, *, channels, dtype, validate_args, parameters, name,
+               forward_min_event_ndims=3, inverse_min_event_ndims=3,
+               is_constant_jacobian=False):
+    self._channels = channels
+    self._eager_last_input = None
+    super().__init__(
+        forward_min_event_ndims=forward_min_event_ndims,
+        inverse_min_event_ndims=inverse_min_event_ndims,
+        is_constant_jacobian=is_constant_jacobian,
+        validate_args=validate_args,
+        dtype=dtype,
+        parameters=parameters,
+        name=name)
+
+  @property
+  def channels(self):
+    return self._channels
+
+  # --- input checks --------------------------------------------------------
+
+  def _check_input(self, x, channels=None, event_ndims=3, what='input'):
+    """Checks rank, channel count, dtype (static) and finiteness (validate_args)."""
+    channels = self._channels if channels is None else channels
+    if not x.dtype.is_floating:
+      raise TypeError(f'{self.name}: {what} must be a floating tensor, got '
+                      f'dtype {x.dtype.name}.')
+    if x.shape.rank is not None and x.shape.rank < event_ndims:
+      raise ValueError(
+          f'{self.name}: {what} must have rank >= {event_ndims} '
+          f'([..., H, W, C]), got shape {x.shape}.')
+    if channels is not None and x.shape.rank is not None:
+      c = x.shape[-1]
+      if c is not None and c != channels:
+        raise ValueError(f'{self.name}: {what} must have {channels} channels '
+                         f'(last axis), got shape {x.shape}.')
+    if self.validate_args:
+      x = tf.debugging.assert_all_finite(
+          x, f'{self.name}: {what} contains NaN or Inf.')
+    return x
+
+  # --- fused computation ---------------------------------------------------
+
+  def _transform(self, x, inverse, **kwargs):
+    raise NotImplementedError
+
+  def _augmented_forward(self, x, **kwargs):
+    y, fldj = self._transform(x, inverse=False, **kwargs)
+    return y, {'ildj': -fldj}
+
+  def _augmented_inverse(self, y, **kwargs):
+    x, ildj = self._transform(y, inverse=True, **kwargs)
+    return x, {'ildj': ildj}
+
+  def _forward(self, x, **kwargs):
+    return self._augmented_forward(x, **kwargs)[0]
+
+  def _inverse(self, y, **kwargs):
+    return self._augmented_inverse(y, **kwargs)[0]
+
+  # The log-det methods run the fused pass directly (not through the public
+  # transform, which in eager mode would clear the cache entry being filled).
+  def _forward_log_det_jacobian(self, x, **kwargs):
+    attrs = self._cache.forward_attributes(x, **kwargs)
+    if 'ildj' not in attrs:
+      attrs.update(self._augmented_forward(x, **kwargs)[1])
+    return -attrs['ildj']
+
+  def _inverse_log_det_jacobian(self, y, **kwargs):
+    attrs = self._cache.inverse_attributes(y, **kwargs)
+    if 'ildj' not in attrs:
+      attrs.update(self._augmented_inverse(y, **kwargs)[1])
+    return attrs['ildj']
+
+  # --- eager-mode cache freshness (see module docstring) -------------------
+
+  def _fresh_transform(self, value):
+    if tf.executing_eagerly():
+      self._cache.clear()
+      self._eager_last_input = id(value)
+
+  def _fresh_ldj(self, value):
+    if tf.executing_eagerly():
+      if self._eager_last_input != id(value):
+        self._cache.clear()
+      self._eager_last_input = None
+
+  def _call_forward(self, x, name, **kwargs):
+    self._fresh_transform(x)
+    return super()._call_forward(x, name, **kwargs)
+
+  def _call_inverse(self, y, name, **kwargs):
+    self._fresh_transform(y)
+    return super()._call_inverse(y, name, **kwargs)
+
+  def _call_forward_log_det_jacobian(self, x, event_ndims, name, **kwargs):
+    self._fresh_ldj(x)
+    return super()._call_forward_log_det_jacobian(x, event_ndims, name,
+                                                  **kwargs)
+
+  def _call_inverse_log_det_jacobian(self, y, event_ndims, name, **kwargs):
+    self._fresh_ldj(y)
+    return super()._call_inverse_log_det_jacobian(y, event_ndims, name,
+                                                  **kwargs)

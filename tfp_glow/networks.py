@@ -1,0 +1,134 @@
+"""The networks inside Glow's couplings and priors, as `tf.Module`s.
+
+All parameters are `tf.Variable`s owned by `tf.Module`s, so every TFP idiom
+(`trainable_variables`, `tf.train.Checkpoint`, `tf.saved_model.save`) sees
+them. (Keras 3 layers are invisible to `tf.Module` tracking.)
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_glow.bijectors import actnorm as actnorm_lib
+
+__all__ = ['ZeroConv2D', 'ZeroLinear', 'GlowNetwork', 'check_network']
+
+
+def _normal(shape, seed, stddev, dtype):
+  rng = np.random.default_rng(seed)
+  return tf.constant(rng.normal(0.0, stddev, shape), dtype)
+
+
+class ZeroConv2D(tf.Module):
+  """A zero-initialised convolution with a learned gain (OpenAI's conv2d_zeros).
+
+  y = (conv(x, kernel) + bias) * exp(logscale_factor * logs)
+
+  All of kernel, bias and logs start at zero, so the output starts at zero.
+  """
+
+  def __init__(self, in_channels, out_channels, kernel_size=3,
+               logscale_factor=3.0, dtype=tf.float32, name='zero_conv'):
+    super().__init__(name=name)
+    self.kernel = tf.Variable(
+        tf.zeros([kernel_size, kernel_size, in_channels, out_channels], dtype),
+        name=f'{name}/kernel')
+    self.bias = tf.Variable(tf.zeros([out_channels], dtype),
+                            name=f'{name}/bias')
+    self.logs = tf.Variable(tf.zeros([out_channels], dtype),
+                            name=f'{name}/logs')
+    self._logscale_factor = logscale_factor
+    self.out_channels = out_channels
+
+  def __call__(self, x):
+    y = tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), 1, 'SAME')
+    gain = tf.exp(self._logscale_factor * self.logs)
+    return (y + tf.cast(self.bias, x.dtype)) * tf.cast(gain, x.dtype)
+
+
+class ZeroLinear(tf.Module):
+  """A zero-initialised linear map with a learned gain (OpenAI's linear_zeros).
+
+  y = (x @ kernel + bias) * exp(logscale_factor * logs)
+  """
+
+  def __init__(self, in_features, out_features, logscale_factor=3.0,
+               dtype=tf.float32, name='zero_linear'):
+    super().__init__(name=name)
+    self.kernel = tf.Variable(tf.zeros([in_features, out_features], dtype),
+                              name=f'{name}/kernel')
+    self.bias = tf.Variable(tf.zeros([out_features], dtype),
+                            name=f'{name}/bias')
+    self.logs = tf.Variable(tf.zeros([out_features], dtype),
+                            name=f'{name}/logs')
+    self._logscale_factor = logscale_factor
+
+  def __call__(self, x):
+    return (tf.matmul(x, self.kernel) + self.bias) * tf.exp(
+        self._logscale_factor * self.logs)
+
+
+class GlowNetwork(tf.Module):
+  """Glow's coupling network NN(x_a) (Kingma & Dhariwal 2018, appendix).
+
+  conv3x3(width) -> ActNorm -> ReLU -> conv1x1(width) -> ActNorm -> ReLU
+  -> ZeroConv2D 3x3(out_channels)
+
+  The hidden convolutions have no bias (the ActNorm after them has one) and
+  start from N(0, 0.05^2) weights; the last layer starts at zero, so the
+  coupling it drives starts near the identity. The two ActNorms take part in
+  the flow's data-dependent initialisation.
+
+  Input `[N, H, W, in_channels]`, output `[N, H, W, out_channels]`.
+  """
+
+  def __init__(self, in_channels, out_channels, hidden_width=512, seed=None,
+               dtype=tf.float32, name='nn'):
+    super().__init__(name=name)
+    for arg, value in [('in_channels', in_channels),
+                       ('out_channels', out_channels),
+                       ('hidden_width', hidden_width)]:
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'`{arg}` must be a positive integer, got {value!r}.')
+    seeds = np.random.SeedSequence(seed).generate_state(2)
+    self.in_channels = in_channels
+    self.out_channels = out_channels
+    self.hidden_width = hidden_width
+    self.kernel1 = tf.Variable(
+        _normal([3, 3, in_channels, hidden_width], seeds[0], 0.05, dtype),
+        name=f'{name}/conv1/kernel')
+    self.actnorm1 = actnorm_lib.ActNorm(hidden_width, dtype=dtype,
+                                        name=f'{name}_actnorm1')
+    self.kernel2 = tf.Variable(
+        _normal([1, 1, hidden_width, hidden_width], seeds[1], 0.05, dtype),
+        name=f'{name}/conv2/kernel')
+    self.actnorm2 = actnorm_lib.ActNorm(hidden_width, dtype=dtype,
+                                        name=f'{name}_actnorm2')
+    self.out = ZeroConv2D(hidden_width, out_channels, 3, dtype=dtype,
+                          name=f'{name}_zero_conv')
+
+  def __call__(self, x):
+    h = tf.nn.conv2d(x, self.kernel1, 1, 'SAME')
+    h = tf.nn.relu(self.actnorm1.normalize(h))
+    h = tf.nn.conv2d(h, self.kernel2, 1, 'SAME')
+    h = tf.nn.relu(self.actnorm2.normalize(h))
+    return self.out(h)
+
+
+def check_network(network, what):
+  """Rejects networks whose variables would silently not train."""
+  if network is None:
+    return
+  if not callable(network):
+    raise TypeError(f'{what} must be callable, got {type(network).__name__}.')
+  keras_layer = None
+  try:
+    import keras  # pylint: disable=g-import-not-at-top
+    keras_layer = keras.layers.Layer
+  except ImportError:  # pragma: no cover
+    pass
+  if keras_layer is not None and isinstance(network, keras_layer):
+    raise TypeError(
+        f'{what} is a Keras layer ({type(network).__name__}). Keras 3 '
+        'variables are invisible to tf.Module tracking, so its weights would '
+        'silently never train. Pass a tf.Module (or a function of one) whose '
+        'parameters are tf.Variables, e.g. tfp_glow.networks.GlowNetwork.')
