@@ -5,6 +5,7 @@
 """
 
 from tfp_glow import bijectors
+from tfp_glow import data
 from tfp_glow import networks
 from tfp_glow.bijectors.glow import Glow
 from tfp_glow.distribution import bits_per_dim
@@ -15,10 +16,17 @@ from tfp_glow.distribution import glow_distribution
 from tfp_glow.distribution import initialize
 from tfp_glow.distribution import parameter_count
 from tfp_glow.distribution import sample
+from tfp_glow.training import GlowModel
+from tfp_glow.training import SampleGrid
+from tfp_glow.training import WarmupSchedule
 
 __all__ = [
     'Glow',
+    'GlowModel',
+    'SampleGrid',
+    'WarmupSchedule',
     'bijectors',
+    'data',
     'bits_per_dim',
     'decode',
     'encode',
