@@ -8,6 +8,7 @@ Keras model.
 
 import math
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -15,7 +16,8 @@ import tensorflow as tf
 
 from tfp_glow import distribution as dist_lib
 
-__all__ = ['GlowModel', 'WarmupSchedule', 'SampleGrid']
+__all__ = ['GlowModel', 'WarmupSchedule', 'SampleGrid', 'make_strategy',
+           'is_chief', 'BackupAndRestore', 'ModelCheckpoint']
 
 
 class GlowModel(keras.Model):
@@ -32,7 +34,8 @@ class GlowModel(keras.Model):
     initialised already (restored, or fitted before). Each step minimises the
     mean bits/dim, plus `class_loss_weight` times the classifier's
     cross-entropy for a class-conditional model (the paper's 0.01).
-  * Reported: `bpd` (train and `val_`/`evaluate`), the same formula as
+  * Reported: `loss` (the objective, which `TerminateOnNaN` watches), `bpd`
+    (train and `val_`/`evaluate`), the same formula as
     `tfp_glow.bits_per_dim`; `class_loss` and `accuracy` when conditional.
   * `model(x)` / `predict(x)`: the log-likelihood of each image, in nats.
 
@@ -63,6 +66,9 @@ class GlowModel(keras.Model):
       if id(v) not in seen:
         seen.add(id(v))
         self._track_variable(v)
+    # 'loss' (the objective: mean bpd, plus the weighted class loss) is what
+    # TerminateOnNaN, EarlyStopping and friends look at by default.
+    self.loss_tracker = keras.metrics.Mean(name='loss')
     self.bpd_tracker = keras.metrics.Mean(name='bpd')
     self.class_loss_tracker = keras.metrics.Mean(name='class_loss')
     self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
@@ -76,8 +82,9 @@ class GlowModel(keras.Model):
   @property
   def metrics(self):
     if self.conditional:
-      return [self.bpd_tracker, self.class_loss_tracker, self.accuracy_tracker]
-    return [self.bpd_tracker]
+      return [self.loss_tracker, self.bpd_tracker, self.class_loss_tracker,
+              self.accuracy_tracker]
+    return [self.loss_tracker, self.bpd_tracker]
 
   @property
   def initialized(self):
@@ -123,7 +130,8 @@ class GlowModel(keras.Model):
       loss += self.class_loss_weight * class_loss
     return loss, bpd, class_loss, logits, labels
 
-  def _update_metrics(self, bpd, class_loss, logits, labels):
+  def _update_metrics(self, loss, bpd, class_loss, logits, labels):
+    self.loss_tracker.update_state(loss)
     self.bpd_tracker.update_state(bpd)
     if class_loss is not None:
       self.class_loss_tracker.update_state(class_loss)
@@ -134,13 +142,20 @@ class GlowModel(keras.Model):
     variables = self.trainable_variables
     with tf.GradientTape() as tape:
       loss, bpd, class_loss, logits, labels = self._objective(data)
-    grads = tape.gradient(loss, variables)
+      # Under a tf.distribute strategy each replica sees 1/n of the global
+      # batch and the optimizer SUMs the replicas' gradients, so the
+      # per-replica mean is scaled by 1/n: the update is that of one device
+      # on the whole global batch (what Keras's own train_step does).
+      scaled_loss = _scale_for_replicas(loss)
+    grads = tape.gradient(scaled_loss, variables)
     self.optimizer.apply_gradients(zip(grads, variables))
-    return self._update_metrics(bpd, class_loss, logits, labels)
+    return _rank1_for_multi_worker(
+        self._update_metrics(loss, bpd, class_loss, logits, labels))
 
   def test_step(self, data):
-    _, bpd, class_loss, logits, labels = self._objective(data)
-    return self._update_metrics(bpd, class_loss, logits, labels)
+    loss, bpd, class_loss, logits, labels = self._objective(data)
+    return _rank1_for_multi_worker(
+        self._update_metrics(loss, bpd, class_loss, logits, labels))
 
   def call(self, inputs, training=False):
     del training
@@ -183,15 +198,43 @@ class GlowModel(keras.Model):
 
   def fit(self, x=None, y=None, **kwargs):  # pylint: disable=arguments-differ
     """Keras `fit`, after the data-dependent init (see the class docstring)."""
+    strategy = self.distribute_strategy
+    self._check_strategy(strategy)
+    if (strategy.num_replicas_in_sync > 1 and self.jit_compile
+        and not isinstance(strategy, tf.distribute.TPUStrategy)):
+      # Keras compiles the whole cross-replica step; XLA then refuses the
+      # other replicas' variables ("Trying to access resource ... located in
+      # device CPU:1 from device CPU:0").
+      warnings.warn('jit_compile=True does not work with several replicas '
+                    f'under {type(strategy).__name__}; training without XLA.')
+      self.jit_compile = False
+      self.train_function = self.test_function = None
+      self.predict_function = None
     if x is not None and not self.initialized:
       init_data = x if y is None else (x, y)
-      strategy = tf.distribute.get_strategy()
       if isinstance(init_data, tf.distribute.DistributedDataset):
         raise ValueError('Pass the undistributed dataset to fit(); Keras '
                          'distributes it.')
+      # Cross-replica context, eager: every replica's copy of each mirrored
+      # ActNorm variable gets the statistics of the whole init batch.
       with strategy.scope():
         self.initialize_from(init_data)
+        _broadcast_from_chief(strategy, [
+            v for a in self.glow.actnorms() for v in a.variables])
     return super().fit(x, y, **kwargs)
+
+  def _check_strategy(self, strategy):
+    """A clear error when the flow's variables do not belong to `strategy`."""
+    if self._distribute_strategy is None and not tf.distribute.has_strategy():
+      return  # no strategy anywhere: plain single-device training
+    outside = [v.name for v in self.glow.variables
+               if not strategy.extended.variable_created_in_scope(v)]
+    if outside:
+      raise ValueError(
+          f'GlowModel: {len(outside)} of the flow\'s variables (e.g. '
+          f'{outside[0]!r}) were not created under the scope of the '
+          f'{type(strategy).__name__} that trains it. Build the distribution '
+          'and the GlowModel (and compile it) inside `with strategy.scope():`.')
 
   # --- sampling ---------------------------------------------------------------
 
@@ -199,6 +242,123 @@ class GlowModel(keras.Model):
     """Images sampled at `temperature` (see `tfp_glow.sample`)."""
     return dist_lib.sample(self.glow, n, temperature=temperature, seed=seed,
                            labels=labels)
+
+
+def _scale_for_replicas(loss):
+  n = tf.distribute.get_strategy().num_replicas_in_sync
+  return loss / tf.cast(n, loss.dtype) if n > 1 else loss
+
+
+def _rank1_for_multi_worker(logs):
+  """Keras 3 reduces a multi-worker step's outputs with
+  `strategy.reduce('MEAN', v, axis=0)`, which fails on scalars ("Invalid
+  reduction dimension 0 for input with 0 dimensions", tensorflow#72388): give
+  them shape [1] there; the reduced logs are scalars again."""
+  strategy = tf.distribute.get_strategy()
+  in_multi_worker = getattr(strategy.extended, '_in_multi_worker_mode', None)
+  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+      and in_multi_worker is not None and in_multi_worker()):
+    return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+  return logs
+
+
+def _num_workers(strategy):
+  return max(1, strategy.num_replicas_in_sync //
+             max(1, len(strategy.extended.worker_devices)))
+
+
+def _broadcast_from_chief(strategy, variables):
+  """Gives every worker the chief's values of `variables` (multi-worker only).
+
+  Each worker runs the data-dependent init on its own copy of the whole init
+  batch; should their first batches differ (an unseeded shuffle), the workers'
+  ActNorms would start apart and never meet. A SUM all-reduce of the first
+  replica's values (zeros elsewhere) is an exact broadcast.
+  """
+  if (not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+      or _num_workers(strategy) < 2 or not variables):
+    return
+
+  def replica_fn():
+    ctx = tf.distribute.get_replica_context()
+    first = tf.equal(ctx.replica_id_in_sync_group, 0)
+    values = [tf.where(first, v.read_value(), tf.zeros_like(v))
+              for v in variables]
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+  reduced = tf.function(lambda: strategy.run(replica_fn))()
+  for v, r in zip(variables, reduced):
+    v.assign(strategy.experimental_local_results(r)[0])
+
+
+def is_chief(strategy=None):
+  """Whether this process writes checkpoints: True except on the
+  non-chief workers of a multi-worker strategy (`TF_CONFIG`'s `chief`, or
+  `worker` 0 when the cluster has no chief)."""
+  strategy = strategy or tf.distribute.get_strategy()
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not getattr(resolver, 'task_type', None):
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id or 0
+  if task_type == 'chief':
+    return True
+  jobs = resolver.cluster_spec().jobs
+  return task_type == 'worker' and task_id == 0 and 'chief' not in jobs
+
+
+def make_strategy(name='default', collective_timeout=None):
+  """A `tf.distribute` strategy by name, for `bin/train.py --strategy`.
+
+  * `'default'`: the default (one device) strategy.
+  * `'mirrored'`: `MirroredStrategy` over this host's GPUs (or its CPU).
+  * `'multi_worker'`: `MultiWorkerMirroredStrategy`; the cluster and this
+    process's role come from the `TF_CONFIG` environment variable. Create it
+    first thing in the program, before any other TensorFlow op.
+    `collective_timeout` (seconds; None or 0 for none): a collective that
+    waits longer raises `DeadlineExceededError` instead of hanging, e.g. when
+    a peer worker died. Keep it well above the slowest step (the first step
+    traces the model). A dead peer is also found by the coordination service's
+    heartbeat, after about 10 s.
+
+  Build the distribution and the `GlowModel`, and compile it, inside
+  `with strategy.scope():`.
+  """
+  if name == 'default':
+    return tf.distribute.get_strategy()
+  if name == 'mirrored':
+    return tf.distribute.MirroredStrategy()
+  if name == 'multi_worker':
+    if not os.environ.get('TF_CONFIG'):
+      raise ValueError('--strategy=multi_worker needs the TF_CONFIG '
+                       'environment variable (the cluster and this task).')
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=collective_timeout or None)
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=options)
+  raise ValueError(f'Unknown strategy {name!r}; expected one of default, '
+                   'mirrored, multi_worker.')
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+  """Keras's `BackupAndRestore`, except that only the chief writes (and
+  deletes) the backup; every worker restores from it, so `backup_dir` must be
+  one folder all workers see (a shared filesystem, or one machine)."""
+
+  def _save_model(self):
+    if is_chief(self.model.distribute_strategy):
+      super()._save_model()
+
+  def on_train_end(self, logs=None):
+    if is_chief(self.model.distribute_strategy):
+      super().on_train_end(logs)
+
+
+class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+  """Keras's `ModelCheckpoint`, except that only the chief writes."""
+
+  def _should_save_model(self, epoch, batch, logs, filepath):
+    save = super()._should_save_model(epoch, batch, logs, filepath)
+    return save and is_chief(self.model.distribute_strategy)
 
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):

@@ -1,0 +1,182 @@
+"""Tests of Keras training (tfp_glow.training.GlowModel) on the embedded digits."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_glow
+from tfp_glow import cli
+from tfp_glow import data as data_lib
+from tfp_glow import distribution as dist_lib
+
+SHAPE = (8, 8, 1)
+N_BINS = data_lib.DIGITS_N_BINS
+
+
+def tiny_model(seed=0, num_classes=None, **kwargs):
+  dist = tfp_glow.glow_distribution(SHAPE, levels=2, steps_per_level=1,
+                                    hidden_width=8, learn_top=True,
+                                    num_classes=num_classes, seed=seed)
+  model = tfp_glow.GlowModel(dist, N_BINS, **kwargs)
+  return model, dist
+
+
+def compile_(model, lr=3e-3, warmup=10):
+  model.compile(optimizer=keras.optimizers.Adam(tfp_glow.WarmupSchedule(lr, warmup)))
+  return model
+
+
+def digits(split='train', **kwargs):
+  kwargs.setdefault('batch_size', 64)
+  return data_lib.load('digits', split, **kwargs)[0]
+
+
+def fixed_batch(n=64):
+  ds = digits('test', batch_size=n, shuffle=False, dequantize=False)
+  return next(iter(ds))
+
+
+def test_fit_decreases_bpd():
+  model, _ = tiny_model()
+  compile_(model)
+  history = model.fit(digits(seed=1), epochs=3, verbose=0)
+  bpd = history.history['bpd']
+  assert len(bpd) == 3 and all(math.isfinite(b) for b in bpd)
+  assert bpd[-1] < bpd[0] - 0.1, bpd
+  # 'loss' is the objective (mean bpd of each batch, for an unconditional model;
+  # the last, smaller batch weighs as much as the others); TerminateOnNaN watches it.
+  np.testing.assert_allclose(history.history['loss'], bpd, rtol=1e-2)
+
+
+def test_trainable_weights_are_the_flow_variables_once():
+  model, dist = tiny_model()
+  ids = [id(v) for v in model.trainable_weights]
+  assert len(ids) == len(set(ids))
+  flow = {id(v) for v in dist.trainable_variables}
+  assert len(flow) == len(dist.trainable_variables)
+  assert set(ids) == flow
+  # Non-trainable state (ActNorm's `initialized` flags) is saved but not trained.
+  assert {id(v) for v in dist.variables} == {id(v) for v in model.weights}
+
+
+def test_save_load_round_trip_into_other_seed(tmp_path):
+  model, dist = tiny_model(seed=0)
+  compile_(model)
+  model.fit(digits(seed=2), epochs=1, steps_per_epoch=5, verbose=0)
+  x = fixed_batch()
+  path = os.path.join(tmp_path, 'w.weights.h5')
+  model.save_weights(path)
+  other, other_dist = tiny_model(seed=123)
+  assert not other.initialized
+  before = other_dist.log_prob(x).numpy()
+  other.load_weights(path)
+  assert other.initialized
+  expected = dist.log_prob(x).numpy()
+  got = other_dist.log_prob(x).numpy()
+  assert not np.allclose(before, expected)
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_evaluate_bpd_matches_numpy_formula():
+  model, dist = tiny_model()
+  compile_(model)
+  model.fit(digits(seed=3), epochs=1, steps_per_epoch=5, verbose=0)
+  x = fixed_batch(100)
+  got = model.evaluate(x, batch_size=100, verbose=0, return_dict=True)['bpd']
+  log_prob = dist.log_prob(x).numpy().astype(np.float64)
+  d = np.prod(SHAPE)
+  expected = np.mean((-log_prob + d * np.log(N_BINS)) / (d * np.log(2.0)))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_data_dependent_init_before_first_step_and_only_once(monkeypatch):
+  model, _ = tiny_model()
+  compile_(model)
+  calls = []
+  real = dist_lib.initialize
+  monkeypatch.setattr(dist_lib, 'initialize',
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  seen = []
+
+  class Probe(keras.callbacks.Callback):
+
+    def on_train_batch_begin(self, batch, logs=None):
+      if batch == 0:
+        seen.append((len(calls), self.model.initialized))
+
+  assert not model.initialized
+  model.fit(digits(seed=4), epochs=1, steps_per_epoch=2, callbacks=[Probe()],
+            verbose=0)
+  assert seen == [(1, True)]
+  actnorm = model.glow.actnorms()[0]
+  values = actnorm.bias.numpy().copy()
+  # A second fit neither re-initialises nor calls initialize.
+  model.fit(digits(seed=5), epochs=1, steps_per_epoch=1, callbacks=[Probe()],
+            verbose=0)
+  assert len(calls) == 1 and seen[-1] == (1, True)
+  assert not np.array_equal(actnorm.bias.numpy(), values)  # trained, not re-set
+
+
+def test_conditional_fit_reports_class_loss_and_accuracy():
+  model, _ = tiny_model(num_classes=10)
+  compile_(model)
+  history = model.fit(digits(seed=6, with_labels=True), epochs=1, steps_per_epoch=4,
+                      validation_data=digits('validation', with_labels=True,
+                                             shuffle=False),
+                      verbose=0)
+  for key in ('bpd', 'class_loss', 'accuracy', 'val_bpd', 'val_class_loss',
+              'val_accuracy'):
+    assert key in history.history and math.isfinite(history.history[key][0]), key
+  assert 0.0 <= history.history['accuracy'][0] <= 1.0
+  # The objective includes the weighted class loss.
+  h = history.history
+  assert h['loss'][0] > h['bpd'][0]
+  with pytest.raises(ValueError, match='labels'):
+    model.fit(digits(), epochs=1, steps_per_epoch=1, verbose=0)
+
+
+def test_terminate_on_nan_keeps_last_good_checkpoint(tmp_path):
+  model, _ = tiny_model(init_batch_size=32)  # the init sees the first batch only
+  compile_(model)
+  good = np.stack([b.numpy() for b in digits('train', seed=7, batch_size=32).take(3)])
+  poisoned = good[0].copy()
+  poisoned[0, 0, 0, 0] = np.nan
+  # Epoch 1: three good batches; epoch 2 starts with the NaN batch.
+  batches = np.concatenate([good, poisoned[None], good])
+  ds = tf.data.Dataset.from_tensor_slices(batches)
+  path = str(tmp_path / 'latest.weights.h5')
+  checkpoint = cli.AtomicCheckpoint(path)
+  backup = cli.AtomicBackupAndRestore(str(tmp_path / 'backup'))
+  history = model.fit(ds, epochs=4, steps_per_epoch=3, verbose=0,
+                      callbacks=[keras.callbacks.TerminateOnNaN(), backup, checkpoint])
+  assert len(history.history['bpd']) == 2  # stopped in epoch 2
+  assert not math.isfinite(history.history['loss'][-1])
+  assert checkpoint.skipped_non_finite and backup.non_finite
+  assert not all(np.all(np.isfinite(v.numpy())) for v in model.weights)
+  # The checkpoint is the one of epoch 1, loadable and finite.
+  with open(str(tmp_path / 'latest.json')) as f:
+    assert '"epoch": 1' in f.read()
+  restored, dist = tiny_model(seed=9)
+  restored.load_weights(path)
+  assert np.all(np.isfinite(dist.log_prob(fixed_batch()).numpy()))
+  # The backup of epoch 1 is kept for a resume.
+  assert os.path.exists(str(tmp_path / 'backup' / 'latest.weights.h5'))
+
+
+def test_atomic_checkpoint_keeps_best_only(tmp_path):
+  model, _ = tiny_model()
+  path = str(tmp_path / 'best.weights.h5')
+  cb = cli.AtomicCheckpoint(path, monitor='val_bpd')
+  cb.set_model(model)
+  cb.on_epoch_end(0, {'val_bpd': 3.0})
+  cb.on_epoch_end(1, {'val_bpd': 3.5})
+  with open(str(tmp_path / 'best.json')) as f:
+    assert '"epoch": 1' in f.read()
+  # A resumed run reads the best value back: only a better one replaces it.
+  cb2 = cli.AtomicCheckpoint(path, monitor='val_bpd')
+  assert cb2.best == 3.0
+  assert not [f for f in os.listdir(tmp_path) if 'tmp' in f]

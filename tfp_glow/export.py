@@ -1,0 +1,447 @@
+"""SavedModel export: a trained Glow that any TensorFlow process can load and serve.
+
+`save(model, export_dir)` writes `export_dir/<version>/`, a SavedModel that needs
+only TensorFlow to load (`tf.saved_model.load`, `saved_model_cli`, TF Serving):
+no `tfp_glow`, no `tensorflow_probability`, no custom objects. Versions are
+integer directories as TF Serving expects; the next version is one more than
+the largest present. The SavedModel is written to a hidden temporary directory
+`export_dir/.tmp-<version>-<random>` and renamed into place, so a crash never
+leaves a half-written version (TF Serving ignores non-numeric directories).
+
+#### Signatures
+
+All batch dimensions are dynamic (`-1`). Image inputs are `[N, H, W, C]` with
+H, W, C dynamic in the signature too, so that a wrong shape reaches the graph
+and is refused there, with a message naming the expected shape, for every
+client (Python, `saved_model_cli`, TF Serving's C++). The `metadata`
+signature gives the expected shape. `D = H * W * C` is the latent size.
+Class-conditional models (`num_classes` set) take `labels` (int32 `[N]`,
+values in `[0, num_classes)`) in every signature except `metadata`;
+unconditional models have no `labels` input.
+
+| signature          | inputs                                   | outputs |
+|--------------------|------------------------------------------|---------|
+| `serving_default`  | same as `log_prob`                       | same as `log_prob` |
+| `log_prob`         | `images` float32 `[N, H, W, C]` in [-0.5, 0.5] | `log_prob` float32 `[N]` (nats), `bits_per_dim` float32 `[N]` |
+| `log_prob_uint8`   | `images` uint8 `[N, H, W, C]`, bin indices in `[0, n_bins)` | same as `log_prob` |
+| `sample`           | `count` int32 `[]`, `temperature` float32 `[]`, `seed` int64 `[]` | `images` uint8 `[count, H, W, C]` (0..255), `bin_indices` uint8 (0..n_bins-1), `x` float32 (raw model output) |
+| `encode`           | `images` float32 `[N, H, W, C]` in [-0.5, 0.5] | `latents` float32 `[N, D]` |
+| `decode`           | `latents` float32 `[N, D]`                | `images` float32 `[N, H, W, C]` |
+| `metadata`         | none                                     | `image_shape` int32 `[3]`, `latent_size`, `n_bins`, `num_classes` int32 `[]` (0: unconditional) |
+
+`serving_default` is the float `log_prob`. Inputs and outputs are float32 also
+for a float64 model (the computation runs in the model's dtype).
+
+**uint8 images hold the integer bin index** `k` in `0..n_bins-1` of every
+pixel, the same integers the training pipeline dequantised (`tfp_glow.data`);
+they are scored at the bin centre, `x = (k + 0.5) / n_bins - 0.5`
+(deterministic, no noise). For a model of 8-bit data (`n_bins = 256`) that is
+simply the pixel value; for a model trained on `n_bits`-bit data
+(`n_bins = 2**n_bits`) send `pixel >> (8 - n_bits)`; for the embedded digits
+(`n_bins = 17`) their native values 0..16. A value `>= n_bins` is refused
+(never silently mis-scored). `bits_per_dim` is
+`(-log_prob + D log n_bins) / (D ln 2)` as in `tfp_glow.bits_per_dim`.
+
+**Float images** are `[-0.5, 0.5]`, as the model sees them (e.g. the bin
+centres above, or `tfp_glow.data` pipeline output); values outside are refused.
+
+**Samples** are deterministic for a given `seed` in any process: the noise is
+`tf.random.stateless_normal([count, D], seed=[seed, 0]) * temperature`, the
+same as `tfp_glow.sample(dist, count, temperature, seed=seed)` in memory.
+`images` is `tfp_glow.data.postprocess` (bins spread over 0..255, for viewing);
+`bin_indices` is what `log_prob_uint8` takes.
+
+**Bad input** (wrong rank, height/width, channel count or latent size, NaN or
+Inf, float pixels outside [-0.5, 0.5], uint8 values `>= n_bins`, labels out of
+range or of the wrong length, `count < 0`, `temperature < 0` or NaN) fails
+inside the graph with an `InvalidArgumentError` naming the problem. A wrong
+dtype is refused by TensorFlow before the graph runs (also an error naming the
+dtype).
+
+#### Inspect and call with `saved_model_cli`
+
+```sh
+saved_model_cli show --dir /tmp/export/1 --all
+python -c "import numpy as np; np.save('/tmp/x.npy', np.zeros([2, 8, 8, 1], np.float32))"
+saved_model_cli run --dir /tmp/export/1 --tag_set serve \
+    --signature_def serving_default --inputs images=/tmp/x.npy
+saved_model_cli run --dir /tmp/export/1 --tag_set serve --signature_def sample \
+    --input_exprs 'count=np.int32(4);temperature=np.float32(0.7);seed=np.int64(1)'
+```
+
+#### From Python, with TensorFlow only
+
+```python
+m = tf.saved_model.load('/tmp/export/1')
+out = m.signatures['log_prob'](images=tf.zeros([2, 8, 8, 1]))
+out['log_prob'], out['bits_per_dim']
+imgs = m.signatures['sample'](count=tf.constant(4), temperature=tf.constant(0.7),
+                              seed=tf.constant(1, tf.int64))['images']
+```
+"""
+
+import os
+import re
+import shutil
+import uuid
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_glow import distribution as dist_lib
+
+__all__ = ['save', 'next_version', 'load_model_dir', 'SIGNATURES']
+
+SIGNATURES = ('serving_default', 'log_prob', 'log_prob_uint8', 'sample',
+              'encode', 'decode', 'metadata')
+_VERSION_RE = re.compile(r'^[0-9]+$')
+
+
+class _GlowExporter(tf.Module):
+  """The exported object: the flow's variables and the signature functions.
+
+  Only the variables are tracked (not the TFP bijector objects), so the
+  SavedModel holds plain variables and graphs: nothing to revive.
+  """
+
+  def __init__(self, glow, base_log_prob, n_bins):
+    super().__init__(name='glow_export')
+    # Not tracked (object.__setattr__): only the variables below are saved.
+    object.__setattr__(self, '_glow', glow)
+    object.__setattr__(self, '_base_log_prob', base_log_prob)
+    self.flow_variables = list(_unique(glow.variables))
+    h, w, c = glow.image_shape
+    self._shape = (h, w, c)
+    self._d = int(h * w * c)
+    self._n_bins = int(n_bins)
+    self._num_classes = glow.num_classes
+    self._dtype = glow.dtype
+    conditional = glow.num_classes is not None
+    img_f = tf.TensorSpec([None, None, None, None], tf.float32, name='images')
+    img_u = tf.TensorSpec([None, None, None, None], tf.uint8, name='images')
+    lat = tf.TensorSpec([None, None], tf.float32, name='latents')
+    lab = tf.TensorSpec([None], tf.int32, name='labels')
+    count = tf.TensorSpec([], tf.int32, name='count')
+    temp = tf.TensorSpec([], tf.float32, name='temperature')
+    seed = tf.TensorSpec([], tf.int64, name='seed')
+    if conditional:
+      self.log_prob = tf.function(
+          lambda images, labels: self._log_prob(images, labels),
+          input_signature=[img_f, lab])
+      self.log_prob_uint8 = tf.function(
+          lambda images, labels: self._log_prob_uint8(images, labels),
+          input_signature=[img_u, lab])
+      self.sample = tf.function(
+          lambda count, temperature, seed, labels: self._sample(
+              count, temperature, seed, labels),
+          input_signature=[count, temp, seed, lab])
+      self.encode = tf.function(
+          lambda images, labels: self._encode(images, labels),
+          input_signature=[img_f, lab])
+      self.decode = tf.function(
+          lambda latents, labels: self._decode(latents, labels),
+          input_signature=[lat, lab])
+    else:
+      self.log_prob = tf.function(
+          lambda images: self._log_prob(images, None),
+          input_signature=[img_f])
+      self.log_prob_uint8 = tf.function(
+          lambda images: self._log_prob_uint8(images, None),
+          input_signature=[img_u])
+      self.sample = tf.function(
+          lambda count, temperature, seed: self._sample(
+              count, temperature, seed, None),
+          input_signature=[count, temp, seed])
+      self.encode = tf.function(
+          lambda images: self._encode(images, None), input_signature=[img_f])
+      self.decode = tf.function(
+          lambda latents: self._decode(latents, None), input_signature=[lat])
+    self.metadata = tf.function(self._metadata, input_signature=[])
+
+  def signatures(self):
+    return {
+        'serving_default': self.log_prob.get_concrete_function(),
+        'log_prob': self.log_prob.get_concrete_function(),
+        'log_prob_uint8': self.log_prob_uint8.get_concrete_function(),
+        'sample': self.sample.get_concrete_function(),
+        'encode': self.encode.get_concrete_function(),
+        'decode': self.decode.get_concrete_function(),
+        'metadata': self.metadata.get_concrete_function(),
+    }
+
+  # --- in-graph checks -----------------------------------------------------------
+
+  def _check_images(self, images, what):
+    """Shape (H, W, C), finiteness/range; returns images with a static shape."""
+    h, w, c = self._shape
+    # The signature says rank 4, but not every client enforces it (a loaded
+    # signature called from Python does not), and Grappler folds rank checks
+    # from the declared rank; padding the runtime shape with -1 makes the
+    # checks below hold (and fail clearly) whatever rank arrives.
+    dims = tf.concat([tf.shape(images), tf.fill([4], -1)], axis=0)
+    shape_ok = tf.debugging.assert_equal(
+        tf.stack([dims[1], dims[2], dims[4]]), tf.constant([h, w, -1]),
+        message=f'{what}: wrong image shape: images must be [N, {h}, {w}, {c}]'
+        f' (rank 4, height {h}, width {w})')
+    with tf.control_dependencies([shape_ok]):
+      checks = [tf.debugging.assert_equal(
+          dims[3], tf.constant(c),
+          message=f'{what}: wrong channel count: images must have {c} '
+          f'channel(s), [N, {h}, {w}, {c}]')]
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
+    return tf.ensure_shape(images, [None, h, w, c])
+
+  def _check_float_images(self, images, what):
+    images = self._check_images(images, what)
+    with tf.control_dependencies([
+        tf.debugging.assert_all_finite(
+            images, f'{what}: images contain NaN or Inf pixels')]):
+      checks = [
+          tf.debugging.assert_greater_equal(
+              images, tf.constant(-0.5, tf.float32),
+              message=f'{what}: pixel values out of range: float images must '
+              'be in [-0.5, 0.5] (send uint8 bin indices to log_prob_uint8)'),
+          tf.debugging.assert_less_equal(
+              images, tf.constant(0.5, tf.float32),
+              message=f'{what}: pixel values out of range: float images must '
+              'be in [-0.5, 0.5] (send uint8 bin indices to log_prob_uint8)'),
+      ]
+    with tf.control_dependencies(checks):
+      return tf.cast(tf.identity(images), self._dtype)
+
+  def _check_uint8_images(self, images, what):
+    images = self._check_images(images, what)
+    k = tf.cast(images, tf.int32)
+    with tf.control_dependencies([tf.debugging.assert_less(
+        k, tf.constant(self._n_bins, tf.int32),
+        message=f'{what}: pixel values out of range: uint8 images hold bin '
+        f'indices 0..{self._n_bins - 1} (n_bins={self._n_bins})')]):
+      k = tf.cast(tf.identity(k), self._dtype)
+    return (k + 0.5) / self._n_bins - 0.5
+
+  def _check_labels(self, labels, n, what):
+    if labels is None:
+      return None
+    dims = tf.concat([tf.shape(labels), [-1]], axis=0)
+    checks = [
+        tf.debugging.assert_equal(
+            dims[:2], tf.stack([n, -1]),
+            message=f'{what}: wrong labels shape: labels must be [N], one '
+            'int32 label per image/sample'),
+        tf.debugging.assert_non_negative(
+            labels, message=f'{what}: labels must be >= 0'),
+        tf.debugging.assert_less(
+            labels, tf.constant(self._num_classes, tf.int32),
+            message=f'{what}: labels must be < num_classes='
+            f'{self._num_classes}'),
+    ]
+    with tf.control_dependencies(checks):
+      return tf.identity(labels)
+
+  # --- the computations ----------------------------------------------------------
+
+  def _inverse(self, x, labels):
+    """The flow, data -> latent; empty batches padded (see `_pad_empty`)."""
+    return self._glow.inverse_pass(
+        _pad_empty(x), None if labels is None else _pad_empty(labels))
+
+  def _forward(self, eps, labels):
+    """The flow, latent -> data; returns x (padded rows included)."""
+    return self._glow.forward_pass(
+        _pad_empty(eps), None if labels is None else _pad_empty(labels))[0]
+
+  def _scores(self, x, labels, what):
+    n = tf.shape(x)[0]
+    labels = self._check_labels(labels, n, what)
+    eps, ildj, _ = self._inverse(x, labels)
+    log_prob = self._base_log_prob(eps)[:n] + ildj[:n]
+    bpd = dist_lib.bits_per_dim(log_prob, self._shape, self._n_bins)
+    return {'log_prob': tf.cast(log_prob, tf.float32),
+            'bits_per_dim': tf.cast(bpd, tf.float32)}
+
+  def _log_prob(self, images, labels):
+    x = self._check_float_images(images, 'log_prob')
+    return self._scores(x, labels, 'log_prob')
+
+  def _log_prob_uint8(self, images, labels):
+    x = self._check_uint8_images(images, 'log_prob_uint8')
+    return self._scores(x, labels, 'log_prob_uint8')
+
+  def _encode(self, images, labels):
+    x = self._check_float_images(images, 'encode')
+    n = tf.shape(x)[0]
+    labels = self._check_labels(labels, n, 'encode')
+    eps, _, _ = self._inverse(x, labels)
+    eps = tf.ensure_shape(eps[:n], [None, self._d])
+    return {'latents': tf.cast(eps, tf.float32)}
+
+  def _decode(self, latents, labels):
+    d = self._d
+    dims = tf.concat([tf.shape(latents), tf.fill([2], -1)], axis=0)
+    checks = [tf.debugging.assert_equal(
+        dims[1:3], tf.constant([d, -1]),
+        message=f'decode: wrong latent shape: latents must be [N, {d}] '
+        f'(rank 2, latent size {d})')]
+    with tf.control_dependencies(checks):
+      latents = tf.identity(latents)
+    with tf.control_dependencies([tf.debugging.assert_all_finite(
+        latents, 'decode: latents contain NaN or Inf')]):
+      eps = tf.cast(tf.ensure_shape(latents, [None, d]), self._dtype)
+    n = tf.shape(eps)[0]
+    labels = self._check_labels(labels, n, 'decode')
+    x = self._forward(eps, labels)[:n]
+    return {'images': tf.cast(x, tf.float32)}
+
+  def _sample(self, count, temperature, seed, labels):
+    checks = [
+        tf.debugging.assert_non_negative(
+            count, message='sample: count must be >= 0'),
+        tf.debugging.assert_all_finite(
+            temperature, 'sample: temperature is NaN or Inf'),
+        tf.debugging.assert_non_negative(
+            temperature, message='sample: temperature must be >= 0'),
+    ]
+    with tf.control_dependencies(checks):
+      count = tf.identity(count)
+    labels = self._check_labels(labels, count, 'sample')
+    t = tf.cast(temperature, self._dtype)
+    eps = tf.random.stateless_normal(
+        tf.stack([count, self._d]), seed=tf.stack([seed, tf.constant(0, tf.int64)]),
+        dtype=self._dtype) * t
+    x = self._forward(eps, labels)[:count]
+    n = float(self._n_bins)
+    k = tf.clip_by_value(tf.floor((tf.cast(x, tf.float32) + 0.5) * n), 0.0,
+                         n - 1.0)
+    return {
+        'images': tf.cast(tf.round(k * (255.0 / (n - 1.0))), tf.uint8),
+        'bin_indices': tf.cast(k, tf.uint8),
+        'x': tf.cast(x, tf.float32),
+    }
+
+  def _metadata(self):
+    return {
+        'image_shape': tf.constant(self._shape, tf.int32),
+        'latent_size': tf.constant(self._d, tf.int32),
+        'n_bins': tf.constant(self._n_bins, tf.int32),
+        'num_classes': tf.constant(self._num_classes or 0, tf.int32),
+    }
+
+
+def _pad_empty(x):
+  """Appends one zero row when the batch is empty.
+
+  TensorFlow's CPU Conv2D returns a wrong shape for an empty batch (the input's
+  channel count, measured on TF 2.21), which breaks the flow; an empty request
+  runs on one dummy row instead and its outputs are sliced back to `[:n]`.
+  """
+  pad = tf.maximum(1 - tf.shape(x)[0], 0)
+  zeros = tf.zeros(tf.concat([[pad], tf.shape(x)[1:]], 0), x.dtype)
+  return tf.concat([x, zeros], axis=0)
+
+
+def _unique(variables):
+  seen = set()
+  for v in variables:
+    if id(v) not in seen:
+      seen.add(id(v))
+      yield v
+
+
+def _resolve(model_or_distribution, n_bins):
+  """(glow, base log_prob, n_bins, initialised) from a GlowModel or a distribution."""
+  model_n_bins = getattr(model_or_distribution, 'n_bins', None)
+  glow = getattr(model_or_distribution, 'glow', None)
+  if glow is not None and model_n_bins is not None:  # a GlowModel
+    dist = model_or_distribution.distribution
+    if n_bins is not None and int(n_bins) != int(model_n_bins):
+      raise ValueError(f'n_bins={n_bins} contradicts the model\'s n_bins='
+                       f'{model_n_bins}; leave it out for a GlowModel.')
+    n_bins = model_n_bins
+  else:
+    glow = dist_lib.get_glow(model_or_distribution)
+    if n_bins is None:
+      raise ValueError('Exporting a bare distribution needs `n_bins` (levels '
+                       'per dimension of the data: 256 for 8-bit, 17 for the '
+                       'digits) for uint8 inputs and bits/dim.')
+    dist = (model_or_distribution if glow is not model_or_distribution
+            else dist_lib.distribution_from_glow(glow))
+  if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) \
+      or not 2 <= n_bins <= 256:
+    raise ValueError(f'n_bins must be an int in 2..256 (uint8 bin indices), '
+                     f'got {n_bins!r}.')
+  initialized = all(bool(a.is_initialized) for a in glow.actnorms())
+  return glow, dist.distribution.log_prob, int(n_bins), initialized
+
+
+def next_version(export_dir):
+  """One more than the largest integer version directory (1 if none)."""
+  if not tf.io.gfile.isdir(export_dir):
+    return 1
+  versions = [int(n.rstrip('/')) for n in tf.io.gfile.listdir(export_dir)
+              if _VERSION_RE.match(n.rstrip('/'))]
+  return max(versions, default=0) + 1
+
+
+def save(model_or_distribution, export_dir, version=None, n_bins=None):
+  """Writes a servable SavedModel to `export_dir/<version>/`; returns its path.
+
+  Args:
+    model_or_distribution: a `tfp_glow.GlowModel` (its `n_bins` is used), or a
+      distribution from `glow_distribution` / a `Glow` bijector (then `n_bins`
+      is required).
+    export_dir: the base directory (TF Serving's model base path); created if
+      missing.
+    version: a positive int; default: one more than the largest existing. An
+      existing version is never overwritten.
+    n_bins: levels per dimension of the data (2..256); only for a bare
+      distribution.
+
+  Raises:
+    ValueError: the model is not initialised (ActNorm's data-dependent init
+      has not run: its numbers would be meaningless), or bad arguments.
+    FileExistsError: `export_dir/<version>` exists.
+
+  See the module docstring for the signatures.
+  """
+  glow, base_log_prob, n_bins, initialized = _resolve(model_or_distribution,
+                                                      n_bins)
+  if not initialized:
+    raise ValueError('Refusing to export an uninitialised model: ActNorm\'s '
+                     'data-dependent initialisation has not run (train it, '
+                     'call tfp_glow.initialize(dist, x), or restore weights).')
+  export_dir = os.fspath(export_dir)
+  if version is None:
+    version = next_version(export_dir)
+  if isinstance(version, bool) or not isinstance(version, (int, np.integer)) \
+      or version < 1:
+    raise ValueError(f'version must be a positive int, got {version!r}.')
+  version = int(version)
+  final = os.path.join(export_dir, str(version))
+  if os.path.exists(final):
+    raise FileExistsError(f'{final} exists; versions are never overwritten.')
+  os.makedirs(export_dir, exist_ok=True)
+  tmp = os.path.join(export_dir, f'.tmp-{version}-{uuid.uuid4().hex[:12]}')
+  exporter = _GlowExporter(glow, base_log_prob, n_bins)
+  try:
+    tf.saved_model.save(exporter, tmp, signatures=exporter.signatures())
+    os.rename(tmp, final)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return final
+
+
+# ------------------------------------------------------------------------------------
+# Model directories written by bin/train.py
+
+def load_model_dir(model_dir, which='best'):
+  """The trained `GlowModel` of a `bin/train.py` model directory.
+
+  `which`: 'best' (the best validation bits/dim; falls back to 'latest' when
+  the run had no validation split) or 'latest'. See `tfp_glow.cli` for the
+  directory layout.
+  """
+  from tfp_glow import cli  # pylint: disable=g-import-not-at-top
+  model, _, _ = cli.load_trained(model_dir, which)
+  return model
