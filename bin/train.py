@@ -102,6 +102,14 @@ flags.DEFINE_integer('init_batch_size', D['init_batch_size'],
                      'Images for ActNorm\'s data-dependent initialisation.')
 flags.DEFINE_integer('seed', 0, 'Seed of the weights, the data order and noise.')
 flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA.')
+# Scale.
+flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
+                  'tf.distribute strategy: default (one device), mirrored (all GPUs '
+                  'of this machine), multi_worker (the cluster in TF_CONFIG; every '
+                  'worker runs the same command). --batch_size is the global batch.')
+flags.DEFINE_float('collective_timeout', 600.0,
+                   'multi_worker: seconds a collective may wait before failing (0: '
+                   'none); a dead peer is also detected by heartbeat in about 10 s.')
 # Output.
 flags.DEFINE_string('model_dir', None,
                     'Where config, checkpoints, logs and samples go. Default: '
@@ -164,6 +172,13 @@ def train(model_dir, temperatures):
   from tfp_glow import training  # pylint: disable=g-import-not-at-top
 
   start = time.time()
+  # The strategy first: multi-worker setup must precede any other TF op.
+  try:
+    strategy = training.make_strategy(
+        FLAGS.strategy, collective_timeout=FLAGS.collective_timeout or None)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  chief = training.is_chief(strategy)
   keras.utils.set_random_seed(FLAGS.seed)
   model_flags = dict(dataset=FLAGS.dataset, image_size=FLAGS.image_size,
                      n_bits=FLAGS.n_bits, levels=FLAGS.levels,
@@ -202,14 +217,16 @@ def train(model_dir, temperatures):
             f'new --model_dir to train again.\n{json.dumps(results, indent=2)}')
       return 0
   os.makedirs(model_dir, exist_ok=True)
-  cli.write_config(model_dir, config)
+  if chief:
+    cli.write_config(model_dir, config)
 
-  try:
-    model = cli.build_model(model_config, seed=FLAGS.seed,
-                            init_batch_size=FLAGS.init_batch_size,
-                            class_loss_weight=FLAGS.class_loss_weight)
-  except ValueError as e:
-    raise UsageError(f'Cannot build the model: {e}') from e
+  with strategy.scope():
+    try:
+      model = cli.build_model(model_config, seed=FLAGS.seed,
+                              init_batch_size=FLAGS.init_batch_size,
+                              class_loss_weight=FLAGS.class_loss_weight)
+    except ValueError as e:
+      raise UsageError(f'Cannot build the model: {e}') from e
 
   steps_per_epoch = FLAGS.steps_per_epoch
   if steps_per_epoch is not None:
@@ -222,9 +239,10 @@ def train(model_dir, temperatures):
   schedule = training.WarmupSchedule(FLAGS.learning_rate, warmup)
   optimizer_cls = {'adam': keras.optimizers.Adam,
                    'adamax': keras.optimizers.Adamax}[FLAGS.optimizer]
-  optimizer = optimizer_cls(learning_rate=schedule, clipnorm=FLAGS.clipnorm,
-                            use_ema=FLAGS.ema, ema_momentum=FLAGS.ema_momentum)
-  model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
+  with strategy.scope():
+    optimizer = optimizer_cls(learning_rate=schedule, clipnorm=FLAGS.clipnorm,
+                              use_ema=FLAGS.ema, ema_momentum=FLAGS.ema_momentum)
+    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
 
   validation_ds = None
   if FLAGS.validation:
@@ -234,7 +252,16 @@ def train(model_dir, temperatures):
     if val_info.num_examples * int(math.prod(val_info.image_shape)) * 4 < 2**30:
       validation_ds = validation_ds.cache()
 
-  log_dir = os.path.join(model_dir, 'logs')
+  if FLAGS.strategy == 'multi_worker':
+    # Every worker reads the same files; each takes its share of every batch.
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    train_ds = train_ds.with_options(opts)
+    if validation_ds is not None:
+      validation_ds = validation_ds.with_options(opts)
+
+  log_dir = os.path.join(model_dir, 'logs') if chief else None
   try:
     import tensorboard  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
@@ -259,11 +286,12 @@ def train(model_dir, temperatures):
   labels = None
   if model.conditional:
     labels = tf.range(8) % model.glow.num_classes
-  callbacks += [
-      training.SampleGrid(os.path.join(model_dir, 'samples'), info.n_bins,
-                          temperatures=temperatures, every_epochs=FLAGS.sample_every,
-                          log_dir=log_dir, seed=FLAGS.seed, labels=labels),
-  ]
+  if chief:  # Samples and logs from the chief alone.
+    callbacks += [
+        training.SampleGrid(os.path.join(model_dir, 'samples'), info.n_bins,
+                            temperatures=temperatures, every_epochs=FLAGS.sample_every,
+                            log_dir=log_dir, seed=FLAGS.seed, labels=labels),
+    ]
   if log_dir:
     callbacks.append(keras.callbacks.TensorBoard(log_dir))
 
@@ -311,7 +339,8 @@ def train(model_dir, temperatures):
     print(f'Test bits/dim ({test_split} split, {which} weights, from epoch {epoch}): '
           f'{test_bpd:.4f}')
   results['wall_time_s'] = time.time() - start
-  cli.write_json(results_path, results)
+  if chief:
+    cli.write_json(results_path, results)
   if nan_stop:
     print('Training stopped: the loss became NaN/Inf. The last good checkpoint and '
           'backup were kept; rerun (e.g. with a lower --learning_rate) to resume.',

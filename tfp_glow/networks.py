@@ -13,6 +13,17 @@ from tfp_glow.bijectors import actnorm as actnorm_lib
 __all__ = ['ZeroConv2D', 'ZeroLinear', 'GlowNetwork', 'check_network']
 
 
+def conv2d(x, kernel):
+  """SAME-padded stride-1 conv2d that also handles an empty batch.
+
+  (On this CPU build `tf.nn.conv2d` of a batch of 0 returns the wrong channel
+  count; the reshape restores the shape, free of cost otherwise.)
+  """
+  y = tf.nn.conv2d(x, kernel, 1, 'SAME')
+  shape = tf.concat([tf.shape(x)[:3], tf.shape(kernel)[3:]], axis=0)
+  return tf.reshape(y, shape)
+
+
 def _normal(shape, seed, stddev, dtype):
   rng = np.random.default_rng(seed)
   return tf.constant(rng.normal(0.0, stddev, shape), dtype)
@@ -40,7 +51,7 @@ class ZeroConv2D(tf.Module):
     self.out_channels = out_channels
 
   def __call__(self, x):
-    y = tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), 1, 'SAME')
+    y = conv2d(x, tf.cast(self.kernel, x.dtype))
     gain = tf.exp(self._logscale_factor * self.logs)
     return (y + tf.cast(self.bias, x.dtype)) * tf.cast(gain, x.dtype)
 
@@ -107,9 +118,9 @@ class GlowNetwork(tf.Module):
                           name=f'{name}_zero_conv')
 
   def __call__(self, x):
-    h = tf.nn.conv2d(x, self.kernel1, 1, 'SAME')
+    h = conv2d(x, self.kernel1)
     h = tf.nn.relu(self.actnorm1.normalize(h))
-    h = tf.nn.conv2d(h, self.kernel2, 1, 'SAME')
+    h = conv2d(h, self.kernel2)
     h = tf.nn.relu(self.actnorm2.normalize(h))
     return self.out(h)
 

@@ -38,6 +38,14 @@ class GlowModel(keras.Model):
     (train and `val_`/`evaluate`), the same formula as
     `tfp_glow.bits_per_dim`; `class_loss` and `accuracy` when conditional.
   * `model(x)` / `predict(x)`: the log-likelihood of each image, in nats.
+  * Under a `tf.distribute` strategy (see `make_strategy`): build the
+    distribution and the model, and compile, inside `strategy.scope()`; `x`
+    yields global batches, which Keras splits between the replicas. Each step
+    is the step of one device on the whole global batch (the per-replica mean
+    is scaled by 1/replicas before the optimizer sums the gradients), so the
+    learning rate goes with the global batch, not the number of replicas.
+    ActNorm's init uses the first `init_batch_size` images of `x`, whole, on
+    every replica (multi-worker: the chief's, broadcast).
 
   Args:
     distribution: from `tfp_glow.glow_distribution` (or a `Glow` bijector).

@@ -96,7 +96,9 @@ def render():
     tests = _files("tests/*_test.py")
     bins = _files("bin/*.py")
     tools = [t for t in _files("tools/*.py") if t != RUNNER]
-    harness = [f for f in HARNESS_FILES + ["conftest.py"] if (ROOT / f).is_file()]
+    helpers = [f for f in _files("tests/*.py") if not f.endswith("_test.py")]
+    harness = [f for f in HARNESS_FILES + helpers + ["conftest.py"] if (ROOT / f).is_file()]
+    harness = list(dict.fromkeys(harness))
     harness = _sorted(harness)
     config = _sorted(f for f in PYTEST_CONFIG if (ROOT / f).is_file() and not f.endswith(".py"))
 
