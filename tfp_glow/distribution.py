@@ -129,7 +129,10 @@ def _standard_normal(shape, seed, dtype):
     return tf.random.normal(shape, dtype=dtype)
   if isinstance(seed, (int, np.integer)):
     seed = [int(seed), 0]
-  return tf.random.stateless_normal(shape, seed=seed, dtype=dtype)
+  # Philox named explicitly: the default ('auto_select') draws other numbers
+  # under XLA, and the same seed must give the same images everywhere.
+  return tf.random.stateless_normal(shape, seed=seed, dtype=dtype,
+                                    alg='philox')
 
 
 def sample(dist_or_glow, n, temperature=1.0, seed=None, labels=None):

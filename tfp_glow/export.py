@@ -308,7 +308,7 @@ class _GlowExporter(tf.Module):
     t = tf.cast(temperature, self._dtype)
     eps = tf.random.stateless_normal(
         tf.stack([count, self._d]), seed=tf.stack([seed, tf.constant(0, tf.int64)]),
-        dtype=self._dtype) * t
+        dtype=self._dtype, alg='philox') * t  # as tfp_glow.sample
     x = self._forward(eps, labels)[:count]
     n = float(self._n_bins)
     k = tf.clip_by_value(tf.floor((tf.cast(x, tf.float32) + 0.5) * n), 0.0,

@@ -12,8 +12,8 @@ right, because variables are read when the graph runs. In eager mode the same
 tensor object can be passed again after an optimizer changed the variables, and
 the cache would answer with the old value. So in eager mode a transform call
 always recomputes, and a log-det call reuses the cache only when it directly
-follows the transform of the very same input (the pattern of `log_prob` and of
-`sample_and_log_prob`).
+follows the transform of the very same input or output (the pattern of
+`log_prob` and of `sample_and_log_prob`).
 """
 
 import tensorflow as tf
@@ -75,7 +75,7 @@ class GlowBijector(tfb.Bijector):
                forward_min_event_ndims=3, inverse_min_event_ndims=3,
                is_constant_jacobian=False):
     self._channels = channels
-    self._eager_last_input = None
+    self._eager_last_pair = ()
     super().__init__(
         forward_min_event_ndims=forward_min_event_ndims,
         inverse_min_event_ndims=inverse_min_event_ndims,
@@ -149,21 +149,29 @@ class GlowBijector(tfb.Bijector):
   def _fresh_transform(self, value):
     if tf.executing_eagerly():
       self._cache.clear()
-      self._eager_last_input = id(value)
+      self._eager_last_pair = (id(value),)
+
+  def _remember_output(self, out):
+    if tf.executing_eagerly():
+      self._eager_last_pair += (id(out),)
+    return out
 
   def _fresh_ldj(self, value):
+    # The log-det of the transform just run, asked by either end (TFP's
+    # log_prob asks `fldj(inverse(y))`), comes from the cache; anything else
+    # recomputes.
     if tf.executing_eagerly():
-      if self._eager_last_input != id(value):
+      if id(value) not in self._eager_last_pair:
         self._cache.clear()
-      self._eager_last_input = None
+      self._eager_last_pair = ()
 
   def _call_forward(self, x, name, **kwargs):
     self._fresh_transform(x)
-    return super()._call_forward(x, name, **kwargs)
+    return self._remember_output(super()._call_forward(x, name, **kwargs))
 
   def _call_inverse(self, y, name, **kwargs):
     self._fresh_transform(y)
-    return super()._call_inverse(y, name, **kwargs)
+    return self._remember_output(super()._call_inverse(y, name, **kwargs))
 
   def _call_forward_log_det_jacobian(self, x, event_ndims, name, **kwargs):
     self._fresh_ldj(x)

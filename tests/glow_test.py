@@ -1,0 +1,696 @@
+"""Tests of the whole Glow: the shared harness on small flows, then specifics."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import harness
+import tfp_glow
+from tfp_glow import bijectors as gb
+from tfp_glow.bijectors import glow as glow_lib
+
+SMALL = (4, 4, 2)     # L=2: latents [2, 2, 4] + [1, 1, 16], D = 32
+MEDIUM = (8, 8, 3)    # L=2: latents [4, 4, 6] + [2, 2, 24], D = 192
+
+
+def glow_kwargs(image_shape=SMALL, **overrides):
+  kw = dict(image_shape=image_shape, levels=2, steps_per_level=2,
+            hidden_width=8, coupling='affine', permutation='conv',
+            learn_top=False, num_classes=None, split_fraction=0.5)
+  kw.update(overrides)
+  return kw
+
+
+def glow_factory(**kw):
+  kw = glow_kwargs(**kw)
+  return lambda dtype: gb.Glow(seed=0, dtype=dtype, **kw)
+
+
+def glow_config(dtype=tf.float64, **kw):
+  kw = glow_kwargs(**kw)
+  shape = tuple(kw['image_shape'])
+  return harness.Config(
+      data_shape=shape, latent_shape=(int(np.prod(shape)),), dtype=dtype,
+      num_classes=kw['num_classes'],
+      # The classifier reads z_top but is not part of log p(x | y).
+      grad_exclude=('classifier',) if kw['num_classes'] else ())
+
+
+def _run(check, dtype, tmp_path, **kw):
+  factory, cfg = glow_factory(**kw), glow_config(dtype, **kw)
+  if check == 'saved_model':
+    harness.check_saved_model(factory, cfg, tmp_path)
+  else:
+    harness.CHECKS[check](factory, cfg)
+
+
+COUPLINGS = list(glow_lib.COUPLINGS)
+PERMUTATIONS = list(glow_lib.PERMUTATIONS)
+
+
+# --- the harness -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('check', ['round_trip', 'log_det'])
+@pytest.mark.parametrize('permutation', PERMUTATIONS)
+@pytest.mark.parametrize('coupling', COUPLINGS)
+def test_harness_cross_product_float64(check, coupling, permutation, tmp_path):
+  _run(check, tf.float64, tmp_path, coupling=coupling, permutation=permutation)
+
+
+@pytest.mark.parametrize('check', ['round_trip', 'log_det'])
+@pytest.mark.parametrize('coupling, permutation', [('affine', 'conv'),
+                                                   ('additive', 'conv_lu'),
+                                                   ('affine', 'shuffle')])
+def test_harness_float32(check, coupling, permutation, tmp_path):
+  _run(check, tf.float32, tmp_path, coupling=coupling, permutation=permutation)
+
+
+@pytest.mark.parametrize('check', ['round_trip', 'log_det'])
+@pytest.mark.parametrize('coupling, permutation', [('affine', 'conv'),
+                                                   ('additive', 'conv_lu')])
+def test_harness_medium_image(check, coupling, permutation, tmp_path):
+  _run(check, tf.float64, tmp_path, image_shape=MEDIUM, coupling=coupling,
+       permutation=permutation)
+
+
+VARIANTS = {
+    'learn_top': dict(learn_top=True),
+    'classes': dict(num_classes=3),
+    'learn_top_classes': dict(learn_top=True, num_classes=3,
+                              permutation='conv_lu'),
+    'split_quarter': dict(split_fraction=0.25),
+    'split_quarter_additive': dict(split_fraction=0.25, coupling='additive',
+                                   permutation='reverse'),
+}
+
+
+@pytest.mark.parametrize('check', ['round_trip', 'log_det', 'batch_shapes'])
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_harness_variants(check, variant, tmp_path):
+  _run(check, tf.float64, tmp_path, **VARIANTS[variant])
+
+
+# The expensive checks (compilation, SavedModel) on a few configurations.
+HEAVY = {
+    'affine_conv_f32': (tf.float32, dict()),
+    'affine_conv_f64': (tf.float64, dict()),
+    'additive_conv_lu_f64': (tf.float64, dict(coupling='additive',
+                                              permutation='conv_lu')),
+    'shuffle_learn_top_classes_f32': (tf.float32, dict(
+        permutation='shuffle', learn_top=True, num_classes=3)),
+    'split_quarter_reverse_f64': (tf.float64, dict(split_fraction=0.25,
+                                                   permutation='reverse')),
+}
+
+
+# XLA compilation of a whole Glow dominates the run time: 'compiled' on three.
+HEAVY_CHECKS = [(check, case) for case in HEAVY
+                for check in ('compiled', 'gradients', 'saved_model')
+                if check != 'compiled' or case in (
+                    'affine_conv_f32', 'additive_conv_lu_f64',
+                    'shuffle_learn_top_classes_f32')]
+
+
+@pytest.mark.parametrize('check, case', HEAVY_CHECKS)
+def test_harness_heavy(check, case, tmp_path):
+  dtype, kw = HEAVY[case]
+  _run(check, dtype, tmp_path, **kw)
+
+
+def test_batch_shapes_float32():
+  harness.check_batch_shapes(glow_factory(), glow_config(tf.float32))
+
+
+# --- split priors start as the identity ------------------------------------------------------
+
+
+def _perturb_steps(glow, seed=0):
+  """Perturbs the steps (ActNorms, permutations, couplings) but not the priors."""
+  for level_steps in glow.steps:
+    for step in level_steps:
+      for bij in step:
+        harness.perturb(bij, seed, 0.1)
+        seed += 1
+
+
+def _manual_inverse(glow, x):
+  """Data -> latent via the public components; returns (level latents, ldj).
+
+  The exited and top latents are taken before any prior, and the log-det is
+  the sum of the steps' own log-dets only (squeezes and splits add nothing).
+  """
+  squeeze = gb.Squeeze()
+  zs, ldj = [], 0.0
+  h = x
+  for level in range(glow.levels):
+    h = squeeze.inverse(h)
+    for step in glow.steps[level]:
+      for bij in step:
+        ldj += bij.inverse_log_det_jacobian(h, event_ndims=3).numpy()
+        h = bij.inverse(h)
+    if level < glow.levels - 1:
+      c_exit = glow.latent_shapes[level][-1]
+      c_keep = h.shape[-1] - c_exit
+      zs.append(h[..., c_keep:].numpy())
+      h = h[..., :c_keep]
+  zs.append(h.numpy())
+  return zs, ldj
+
+
+@pytest.mark.parametrize('split_fraction', [0.5, 0.25])
+@pytest.mark.parametrize('learn_top', [False, True])
+def test_priors_start_at_mean_zero_scale_one(split_fraction, learn_top):
+  """TFP's tfb.Glow exits start at scale e^2; ours at exactly N(0, 1)."""
+  glow = gb.Glow((8, 8, 2), levels=2, steps_per_level=2, hidden_width=8,
+                 split_fraction=split_fraction, learn_top=learn_top, seed=1,
+                 dtype=tf.float64)
+  _perturb_steps(glow)
+  x = tf.constant(np.random.default_rng(0).standard_normal([3, 8, 8, 2]))
+  zs, steps_ldj = _manual_inverse(glow, x)
+  parts = glow.split_latent(glow.inverse(x))
+  assert [p.shape.as_list()[1:] for p in parts] == [
+      list(s) for s in glow.latent_shapes]
+  for level, (part, z) in enumerate(zip(parts, zs)):
+    np.testing.assert_allclose(part.numpy(), z, rtol=1e-12, atol=1e-12,
+                               err_msg=f'level {level}: eps != exited latent')
+  np.testing.assert_allclose(
+      glow.inverse_log_det_jacobian(tf.identity(x), event_ndims=3).numpy(),
+      steps_ldj, rtol=1e-12, err_msg='priors add a log-det at init')
+
+
+def test_split_latent_channel_counts():
+  glow = gb.Glow((8, 8, 2), levels=2, steps_per_level=1, hidden_width=8,
+                 split_fraction=0.25, seed=0)
+  # level 0: 8 channels after squeeze, floor(8 / 4) = 2 exit, 6 kept;
+  # level 1: 24 channels at 2x2.
+  assert glow.latent_shapes == [(4, 4, 2), (2, 2, 24)]
+  assert glow.latent_size == 8 * 8 * 2
+
+
+# --- ActNorm data-dependent initialisation -------------------------------------------------
+
+
+def _init_batch(shape, seed=0, n=16):
+  rng = np.random.default_rng(seed)
+  scale = rng.uniform(0.05, 3.0, shape[-1])
+  return tf.constant(rng.normal(0.7, 1.0, [n] + list(shape)) * scale, tf.float32)
+
+
+def _uninitialised_perturbed_glow(**kw):
+  glow = gb.Glow(seed=2, **glow_kwargs(**kw))
+  harness.perturb(glow, 0, 0.1)
+  for an in glow.actnorms():
+    an.initialized.assign(0.0)
+  return glow
+
+
+def _standardised(a, what):
+  a = np.asarray(a, np.float64).reshape(-1, a.shape[-1])
+  np.testing.assert_allclose(a.mean(0), 0, atol=2e-4, err_msg=f'{what}: mean')
+  np.testing.assert_allclose(a.std(0), 1, atol=2e-3, err_msg=f'{what}: std')
+
+
+@pytest.mark.parametrize('image_shape', [SMALL, MEDIUM])
+def test_initialize_standardises_every_actnorm(image_shape):
+  glow = _uninitialised_perturbed_glow(image_shape=image_shape)
+  x = _init_batch(image_shape)
+  actnorms = glow.actnorms()
+  assert len(actnorms) == 2 * 2 * 3
+  assert tfp_glow.initialize(glow, x) == len(actnorms)
+  assert all(an.is_initialized for an in actnorms)
+
+  # Replay the data -> latent pass through the components, checking what
+  # leaves each ActNorm (the steps' and the two inside each coupling network).
+  checked = []
+  h = x
+  for level in range(glow.levels):
+    h = gb.Squeeze().inverse(h)
+    for k, (an, perm, cp) in enumerate(glow.steps[level]):
+      h = an.inverse(h)
+      _standardised(h.numpy(), f'level {level} step {k} actnorm')
+      checked.append(an)
+      h = perm.inverse(h)
+      net = cp.network
+      xa = h[..., :h.shape[-1] // 2]
+      a1 = net.actnorm1.normalize(tf.nn.conv2d(xa, net.kernel1, 1, 'SAME'))
+      _standardised(a1.numpy(), f'level {level} step {k} network actnorm1')
+      a2 = net.actnorm2.normalize(
+          tf.nn.conv2d(tf.nn.relu(a1), net.kernel2, 1, 'SAME'))
+      _standardised(a2.numpy(), f'level {level} step {k} network actnorm2')
+      checked += [net.actnorm1, net.actnorm2]
+      h = cp.inverse(h)
+    if level < glow.levels - 1:
+      h = h[..., :h.shape[-1] - glow.latent_shapes[level][-1]]
+  assert [id(a) for a in checked] == [id(a) for a in actnorms]  # the order
+
+
+def test_second_initialize_changes_nothing():
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0)
+  assert tfp_glow.initialize(dist, _init_batch(SMALL, 0)) == 12
+  values = [v.numpy().copy() for v in dist.variables]
+  assert tfp_glow.initialize(dist, _init_batch(SMALL, 1)) == 0
+  for v, before in zip(dist.variables, values):
+    np.testing.assert_array_equal(v.numpy(), before, err_msg=v.name)
+
+
+def test_sampling_before_initialize_does_not_initialise():
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0)
+  tfp_glow.sample(dist, 2, seed=1)
+  dist.sample(2, seed=(1, 2))
+  dist.experimental_sample_and_log_prob(2, seed=(1, 2))
+  for an in tfp_glow.get_glow(dist).actnorms():
+    assert float(an.initialized.numpy()) == 0.0, an.name
+    np.testing.assert_array_equal(an.bias.numpy(), 0)
+  assert tfp_glow.initialize(dist, _init_batch(SMALL)) == 12
+
+
+def test_validate_args_requires_initialize():
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, validate_args=True)
+  x = _init_batch(SMALL)
+  with pytest.raises(tf.errors.InvalidArgumentError, match='initiali'):
+    dist.log_prob(x)
+  tfp_glow.initialize(dist, x)
+  assert np.all(np.isfinite(dist.log_prob(tf.identity(x)).numpy()))
+  bad = x.numpy().copy()
+  bad[0, 0, 0, 0] = np.nan
+  with pytest.raises(tf.errors.InvalidArgumentError, match='NaN or Inf'):
+    dist.log_prob(tf.constant(bad))
+
+
+def test_initialize_rejects_bad_batches():
+  glow = gb.Glow(seed=0, **glow_kwargs())
+  with pytest.raises(ValueError, match='empty'):
+    tfp_glow.initialize(glow, tf.zeros([0, 4, 4, 2]))
+  bad = np.zeros([2, 4, 4, 2], np.float32)
+  bad[1, 1, 1, 1] = np.inf
+  with pytest.raises(ValueError, match='NaN or Inf'):
+    tfp_glow.initialize(glow, bad)
+  assert not any(an.is_initialized for an in glow.actnorms())
+
+
+# --- sampling and temperature ------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def trained_like_glow():
+  """A perturbed, initialised float64 Glow (the tests do not modify it)."""
+  glow = gb.Glow(seed=0, dtype=tf.float64, **glow_kwargs())
+  return harness.perturb(glow, 0, 0.1)
+
+
+@pytest.mark.parametrize('temperature', [0.3, 0.7, 1.0])
+def test_temperature_scales_every_level(trained_like_glow, temperature):
+  glow = trained_like_glow
+  images = tfp_glow.sample(glow, 500, temperature=temperature, seed=7)
+  assert images.shape.as_list() == [500] + list(SMALL)
+  parts = glow.split_latent(tfp_glow.encode(glow, images))
+  for level, part in enumerate(parts):
+    part = part.numpy()
+    assert abs(part.mean()) < 0.1 * temperature, level
+    np.testing.assert_allclose(part.std(), temperature, rtol=0.05,
+                               err_msg=f'level {level}')
+
+
+def test_temperature_zero_is_deterministic(trained_like_glow):
+  glow = trained_like_glow
+  a = tfp_glow.sample(glow, 3, temperature=0.0, seed=1).numpy()
+  b = tfp_glow.sample(glow, 3, temperature=0.0, seed=2).numpy()
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(a[0], a[2])
+  mode = tfp_glow.decode(glow, tf.zeros([1, glow.latent_size], tf.float64))
+  np.testing.assert_allclose(a, np.repeat(mode.numpy(), 3, 0), atol=1e-12)
+
+
+def test_negative_temperature_raises(trained_like_glow):
+  with pytest.raises(ValueError, match='-0.5'):
+    tfp_glow.sample(trained_like_glow, 2, temperature=-0.5)
+  with pytest.raises(tf.errors.InvalidArgumentError, match='temperature'):
+    tfp_glow.sample(trained_like_glow, 2,
+                    temperature=tf.constant(-0.5, tf.float64))
+
+
+def test_same_seed_same_samples(trained_like_glow):
+  glow = trained_like_glow
+  a = tfp_glow.sample(glow, 4, temperature=0.8, seed=5).numpy()
+  b = tfp_glow.sample(glow, 4, temperature=0.8, seed=5).numpy()
+  c = tfp_glow.sample(glow, 4, temperature=0.8, seed=6).numpy()
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+  d = tfp_glow.sample(glow, 4, temperature=0.8, seed=[5, 0]).numpy()
+  np.testing.assert_array_equal(a, d)   # int seed s == stateless seed [s, 0]
+
+
+# --- class conditioning ------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def conditional_dist():
+  dist = tfp_glow.glow_distribution(**glow_kwargs(num_classes=3), seed=0)
+  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
+  return dist
+
+
+def _x(n=3, seed=0, dtype=tf.float32, shape=SMALL):
+  return tf.constant(np.random.default_rng(seed).uniform(-0.5, 0.5,
+                                                         [n] + list(shape)),
+                     dtype)
+
+
+def test_labels_change_log_prob(conditional_dist):
+  x = _x()
+  lps = [conditional_dist.log_prob(tf.identity(x), bijector_kwargs={
+      'labels': tf.constant([c] * 3)}).numpy() for c in range(3)]
+  for i in range(3):
+    for j in range(i):
+      assert np.all(np.abs(lps[i] - lps[j]) > 1e-4), (i, j)
+  # Each example only depends on its own label.
+  mixed = conditional_dist.log_prob(tf.identity(x), bijector_kwargs={
+      'labels': tf.constant([0, 1, 2])}).numpy()
+  np.testing.assert_allclose(mixed, [lps[0][0], lps[1][1], lps[2][2]],
+                             rtol=1e-5)
+  # Conditional sampling and encoding take the same kwarg.
+  images = tfp_glow.sample(conditional_dist, 3, seed=1, labels=[0, 1, 2])
+  eps = tfp_glow.encode(conditional_dist, images, labels=[0, 1, 2])
+  np.testing.assert_allclose(
+      tfp_glow.decode(conditional_dist, eps, labels=[0, 1, 2]).numpy(),
+      images.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize('labels, match', [
+    ([0, 1], 'batch shape'),
+    ([[0, 1, 2]], 'batch shape'),
+    ([0, 1, 3], 'num_classes=3'),
+    ([0, -1, 2], '>= 0'),
+])
+def test_bad_labels_raise(conditional_dist, labels, match):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+    conditional_dist.log_prob(_x(), bijector_kwargs={'labels': labels})
+
+
+def test_float_labels_raise(conditional_dist):
+  with pytest.raises(TypeError, match='integers'):
+    conditional_dist.log_prob(_x(), bijector_kwargs={'labels': [0., 1., 2.]})
+
+
+def test_out_of_range_label_under_xla_is_nan(conditional_dist):
+  fn = tf.function(lambda x, l: conditional_dist.log_prob(
+      x, bijector_kwargs={'labels': l}), jit_compile=True)
+  out = fn(_x(), tf.constant([0, 7, 1])).numpy()
+  assert np.isfinite(out[0]) and np.isfinite(out[2])
+  assert np.isnan(out[1])
+
+
+def test_labels_for_unconditional_model_raise():
+  glow = gb.Glow(seed=0, **glow_kwargs())
+  with pytest.raises(ValueError, match='labels.*unconditional'):
+    glow.inverse(_x(), labels=tf.constant([0, 1, 2]))
+  with pytest.raises(ValueError, match='labels.*unconditional'):
+    tfp_glow.sample(glow, 2, labels=[0, 1])
+
+
+def test_missing_labels_raise(conditional_dist):
+  with pytest.raises(ValueError, match=r'num_classes=3.*labels'):
+    conditional_dist.log_prob(_x())
+  with pytest.raises(ValueError, match=r'num_classes=3.*labels'):
+    tfp_glow.sample(conditional_dist, 2)
+  with pytest.raises(ValueError, match=r'num_classes=3.*labels'):
+    tfp_glow.initialize(gb.Glow(seed=0, **glow_kwargs(num_classes=3)), _x())
+
+
+def test_classifier_trains_from_cross_entropy(conditional_dist):
+  glow = tfp_glow.get_glow(conditional_dist)
+  labels = tf.constant([0, 1, 2])
+  with tf.GradientTape() as tape:
+    _, _, z_top = glow.inverse_pass(_x(), labels)
+    assert z_top.shape.as_list() == [3] + list(glow.latent_shapes[-1])
+    logits = glow.class_logits(z_top)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, logits))
+  variables = glow.classifier.trainable_variables
+  assert len(variables) == 3
+  for v, g in zip(variables, tape.gradient(loss, variables)):
+    assert g is not None and np.any(g.numpy() != 0), v.name
+  with pytest.raises(ValueError, match='num_classes'):
+    gb.Glow(seed=0, **glow_kwargs()).class_logits(z_top)
+
+
+# --- tf.function, dynamic batch, XLA -----------------------------------------------------------
+
+
+def _compiled_dist(dtype):
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, dtype=dtype)
+  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
+  tol = dict(rtol=2e-5, atol=2e-4) if dtype == tf.float32 else dict(
+      rtol=1e-10, atol=1e-10)
+  return dist, tol
+
+
+@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_log_prob_compiled_dynamic_batch(dtype, jit):
+  dist, tol = _compiled_dist(dtype)
+  log_prob = tf.function(dist.log_prob, jit_compile=jit, input_signature=[
+      tf.TensorSpec([None] + list(SMALL), dtype)])
+  for n in (3, 5):
+    x = _x(n, seed=n, dtype=dtype)
+    got = log_prob(x).numpy()
+    assert got.shape == (n,)
+    np.testing.assert_allclose(got, dist.log_prob(tf.identity(x)).numpy(), **tol)
+  assert log_prob.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_sample_compiled(dtype, jit):
+  dist, tol = _compiled_dist(dtype)
+  if jit:   # XLA needs the sample count at compile time.
+    sampler = tf.function(lambda: tfp_glow.sample(dist, 4, temperature=0.7,
+                                                  seed=3), jit_compile=True)
+    got = sampler().numpy()
+  else:
+    sampler = tf.function(
+        lambda n: tfp_glow.sample(dist, n, temperature=0.7, seed=3),
+        input_signature=[tf.TensorSpec([], tf.int32)])
+    got = sampler(tf.constant(4)).numpy()
+    assert sampler(tf.constant(2)).shape[0] == 2
+  assert got.shape == (4,) + SMALL and got.dtype == dtype.as_numpy_dtype
+  assert np.all(np.isfinite(got))
+  expected = tfp_glow.sample(dist, 4, temperature=0.7, seed=3).numpy()
+  np.testing.assert_allclose(got, expected, **tol)
+
+
+def test_sample_under_xla_is_the_flow_of_its_noise():
+  """Whatever noise XLA draws, the jitted sampler is decode(T * eps)."""
+  dist, tol = _compiled_dist(tf.float32)
+  fn = tf.function(lambda: tfp_glow.sample(dist, 4, temperature=0.7, seed=3),
+                   jit_compile=True)
+  images = fn()
+  eps = tfp_glow.encode(dist, images).numpy()
+  noise = tf.function(lambda: tf.random.stateless_normal(
+      [4, 32], seed=[3, 0]), jit_compile=True)().numpy() * 0.7
+  np.testing.assert_allclose(eps, noise, rtol=1e-4, atol=1e-4)
+
+
+class _CountingWrapper(tf.Module):
+
+  def __init__(self, net):
+    super().__init__(name='counting_wrapper')
+    self.net = net
+    self.calls = 0
+
+  def __call__(self, x):
+    self.calls += 1
+    return self.net(x)
+
+
+def _counting_dist():
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0)
+  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
+  wrappers = []
+  for level_steps in tfp_glow.get_glow(dist).steps:
+    for _, _, cp in level_steps:
+      cp.network = _CountingWrapper(cp.network)
+      wrappers.append(cp.network)
+  return dist, wrappers
+
+
+@pytest.mark.parametrize('what, mode', [
+    ('log_prob', 'eager'),
+    ('log_prob', 'tf.function'),
+    ('sample_and_log_prob', 'eager'),
+    ('sample', 'eager'),
+])
+def test_each_network_runs_once(what, mode):
+  dist, wrappers = _counting_dist()
+  x = _x()
+  ops = {'log_prob': lambda: dist.log_prob(x),
+         'sample_and_log_prob': lambda: dist.experimental_sample_and_log_prob(
+             2, seed=(1, 2)),
+         'sample': lambda: tfp_glow.sample(dist, 2, seed=1)}
+  fn = ops[what] if mode == 'eager' else tf.function(ops[what])
+  fn()
+  assert [w.calls for w in wrappers] == [1] * len(wrappers)
+
+
+# --- parameter count -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize('config', [
+    dict(),
+    dict(coupling='additive'),
+    dict(permutation='conv_lu'),
+    dict(permutation='shuffle', coupling='additive'),
+    dict(permutation='reverse'),
+    dict(learn_top=True),
+    dict(num_classes=5),
+    dict(learn_top=True, num_classes=4, permutation='conv_lu'),
+    dict(split_fraction=0.25),
+    dict(split_fraction=0.25, image_shape=(8, 8, 3), levels=3,
+         coupling='additive', hidden_width=6),
+    dict(image_shape=(8, 8, 1), levels=3, steps_per_level=1, hidden_width=5,
+         learn_top=True, num_classes=2),
+], ids=str)
+def test_parameter_count(config):
+  kw = glow_kwargs(**config)
+  glow = gb.Glow(seed=0, **kw)
+  actual = sum(int(np.prod(v.shape)) for v in glow.trainable_variables)
+  assert tfp_glow.parameter_count(**kw) == actual
+
+
+def test_print_cifar10_parameter_count():
+  count = tfp_glow.parameter_count([32, 32, 3], levels=3, steps_per_level=32,
+                                   hidden_width=512, coupling='affine',
+                                   permutation='conv')
+  print(f'Glow CIFAR-10 (L=3, K=32, width 512, affine, conv): '
+        f'{count:,} parameters')
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('overrides, match', [
+    (dict(image_shape=(6, 6, 2)), r'\[6, 6, 2\].*2\*\*levels = 4'),
+    (dict(image_shape=(8, 12, 2), levels=3), r'\[8, 12, 2\].*levels=3'),
+    (dict(levels=0), 'levels.*got 0'),
+    (dict(levels=-1), 'levels.*got -1'),
+    (dict(steps_per_level=0), 'steps_per_level.*got 0'),
+    (dict(image_shape=(4, 4, 1), split_fraction=0.2), 'split_fraction=0.2'),
+    (dict(split_fraction=0.0), 'split_fraction.*0.0'),
+    (dict(split_fraction=1.0), 'split_fraction.*1.0'),
+    (dict(coupling='bogus'), "coupling.*'bogus'"),
+    (dict(permutation='lu'), "permutation.*'lu'"),
+    (dict(num_classes=1), 'num_classes.*1'),
+    (dict(image_shape=(4, 4)), r'image_shape.*\(4, 4\)'),
+    (dict(image_shape=(4, 4, 0)), 'image_shape'),
+])
+def test_bad_construction(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    gb.Glow(seed=0, **glow_kwargs(**overrides))
+
+
+def test_bad_dtype_raises():
+  with pytest.raises(TypeError, match='int32'):
+    gb.Glow(seed=0, dtype=tf.int32, **glow_kwargs())
+
+
+def test_wrong_image_shape_at_call():
+  glow = gb.Glow(seed=0, **glow_kwargs())
+  with pytest.raises(ValueError, match=r'images must have shape \[\.\.\., 4, 4'):
+    glow.inverse(tf.zeros([2, 8, 8, 2]))
+  with pytest.raises(ValueError, match='2 channels'):
+    glow.inverse(tf.zeros([2, 4, 4, 3]))
+  with pytest.raises(ValueError, match='rank'):
+    glow.inverse(tf.zeros([4, 2]))
+  with pytest.raises(ValueError, match='32'):
+    glow.forward(tf.zeros([2, 31]))
+  fn = tf.function(glow.inverse,
+                   input_signature=[tf.TensorSpec([None, None, None, 2])])
+  with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+    fn(tf.zeros([2, 8, 8, 2]))
+
+
+# --- bits/dim, encode/decode, latent packing -------------------------------------------------
+
+
+@pytest.mark.parametrize('n_bins', [32, 256])
+def test_bits_per_dim_vs_numpy(n_bins):
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, dtype=tf.float64)
+  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
+  x = _x(4, dtype=tf.float64)
+  log_prob = dist.log_prob(x).numpy()
+  bpd = tfp_glow.bits_per_dim(dist.log_prob(tf.identity(x)), SMALL,
+                              n_bins=n_bins).numpy()
+  d = 4 * 4 * 2
+  assert bpd.shape == (4,)
+  np.testing.assert_allclose(bpd, (-log_prob / d + np.log(n_bins)) / np.log(2),
+                             rtol=1e-12)
+  # Per image, not per batch.
+  one = tfp_glow.bits_per_dim(dist.log_prob(x[:1]), SMALL, n_bins=n_bins)
+  np.testing.assert_allclose(one.numpy(), bpd[:1], rtol=1e-10)
+
+
+def test_bits_per_dim_known_values():
+  d = 4 * 4 * 2
+  np.testing.assert_allclose(
+      tfp_glow.bits_per_dim(tf.constant([0.0, -d * math.log(2.0)]), SMALL,
+                            n_bins=256).numpy(), [8.0, 9.0], rtol=1e-6)
+  with pytest.raises(ValueError, match='n_bins'):
+    tfp_glow.bits_per_dim(tf.zeros([2]), SMALL, n_bins=1)
+
+
+@pytest.mark.parametrize('dtype', [tf.float32, tf.float64])
+def test_encode_decode_round_trip(dtype):
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, dtype=dtype)
+  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
+  x = _x(3, dtype=dtype)
+  eps = tfp_glow.encode(dist, x)
+  assert eps.shape.as_list() == [3, 32]
+  x_again = tfp_glow.decode(dist, eps)
+  tol = 1e-5 if dtype == tf.float32 else 1e-10
+  assert np.max(np.abs(x_again.numpy() - x.numpy())) <= tol
+  assert tfp_glow.get_glow(dist) is dist.bijector
+  with pytest.raises(TypeError, match='str'):
+    tfp_glow.get_glow('glow')
+
+
+def test_split_and_merge_latent():
+  glow = gb.Glow(seed=0, **glow_kwargs(image_shape=MEDIUM))
+  eps = tf.random.normal([2, 3, 192])
+  parts = glow.split_latent(eps)
+  assert [p.shape.as_list() for p in parts] == [[2, 3, 4, 4, 6],
+                                                [2, 3, 2, 2, 24]]
+  np.testing.assert_array_equal(glow.merge_latent(parts).numpy(), eps.numpy())
+  flat = glow.split_latent(eps[0])
+  np.testing.assert_array_equal(flat[1].numpy(), parts[1][0].numpy())
+  with pytest.raises(ValueError, match='2 latent parts, got 1'):
+    glow.merge_latent(parts[:1])
+  with pytest.raises(ValueError, match='shape'):
+    glow.merge_latent([parts[1], parts[0]])
+
+
+def test_distribution_shapes():
+  dist = tfp_glow.glow_distribution(**glow_kwargs(image_shape=MEDIUM), seed=0)
+  assert dist.event_shape.as_list() == list(MEDIUM)
+  assert dist.batch_shape.as_list() == []
+  glow = tfp_glow.get_glow(dist)
+  assert glow.inverse_event_shape(MEDIUM).as_list() == [192]
+  assert glow.forward_event_shape([192]).as_list() == list(MEDIUM)
+  assert dist.sample([2, 3], seed=(0, 1)).shape.as_list() == [2, 3] + list(MEDIUM)
+
+
+def test_checkpoint_restore_is_not_reinitialised(tmp_path):
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0)
+  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
+  for an in tfp_glow.get_glow(dist).actnorms():
+    an.initialized.assign(0.0)
+  tfp_glow.initialize(dist, _init_batch(SMALL, 0))
+  path = tf.train.Checkpoint(model=dist).save(str(tmp_path / 'ckpt'))
+  fresh = tfp_glow.glow_distribution(**glow_kwargs(), seed=1)  # other init
+  tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
+  assert tfp_glow.initialize(fresh, _init_batch(SMALL, 1)) == 0
+  x = _x()
+  np.testing.assert_allclose(fresh.log_prob(x).numpy(),
+                             dist.log_prob(tf.identity(x)).numpy(), rtol=1e-6)
