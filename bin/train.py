@@ -101,7 +101,15 @@ flags.DEFINE_float('clipnorm', D['clipnorm'],
 flags.DEFINE_integer('init_batch_size', D['init_batch_size'],
                      'Images for ActNorm\'s data-dependent initialisation.')
 flags.DEFINE_integer('seed', 0, 'Seed of the weights, the data order and noise.')
-flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA.')
+flags.DEFINE_bool('jit_compile', D['jit_compile'],
+                  'Compile the training step with XLA (turned off with several '
+                  'replicas).')
+flags.DEFINE_integer('translate', D['translate'],
+                     'Augmentation: shift training images by up to this many whole '
+                     'pixels (zero-padded; never inside the flow). Default: 1 for '
+                     'digits, 0 for other datasets.')
+flags.DEFINE_float('translate_prob', D['translate_prob'],
+                   'With --translate, the share of training images shifted.')
 # Scale.
 flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
                   'tf.distribute strategy: default (one device), mirrored (all GPUs '
@@ -189,8 +197,10 @@ def train(model_dir, temperatures):
   # Shape, levels and labels come from the data: load the training split first.
   train_split = 'train' if FLAGS.validation else 'train_full'
   probe = {'model': dict(model_flags, num_classes=1 if FLAGS.conditional else None)}
+  translate = cli.resolve_translate(FLAGS.dataset, FLAGS.translate)
   train_ds, info = load_data(probe, train_split, batch_size=FLAGS.batch_size,
-                             shuffle=True, seed=FLAGS.seed)
+                             shuffle=True, seed=FLAGS.seed, translate=translate,
+                             translate_prob=FLAGS.translate_prob)
   try:
     model_config = cli.model_config(info, **model_flags)
   except ValueError as e:
@@ -199,7 +209,8 @@ def train(model_dir, temperatures):
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
       'warmup_epochs', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
       'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
-      'data_dir')}
+      'data_dir', 'translate_prob')}
+  recipe['translate'] = translate
   config = {'model': model_config, 'training': recipe}
 
   config_path = os.path.join(model_dir, cli.CONFIG_NAME)

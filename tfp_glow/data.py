@@ -347,7 +347,8 @@ def save_grid_png(images: Any, path: str, nrow: int | None = None, *, padding: i
 
 def _finish(ds: tf.data.Dataset, *, n_bins: int, num_examples: int, batch_size: int,
             shuffle: bool, shuffle_buffer: int, dequantize: bool, flip: bool,
-            seed: int | None, with_labels: bool, drop_remainder: bool) -> tf.data.Dataset:
+            seed: int | None, with_labels: bool, drop_remainder: bool,
+            translate: int = 0, translate_prob: float = 0.5) -> tf.data.Dataset:
   """Integer `(image, label)` examples -> shuffled, batched float batches.
 
   Noise and flips happen after caching and per batch, so every epoch sees fresh noise.
@@ -362,6 +363,10 @@ def _finish(ds: tf.data.Dataset, *, n_bins: int, num_examples: int, batch_size: 
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
   def to_float(images, labels, pair_seed):
+    if translate:
+      tseeds = tf.random.experimental.stateless_split(pair_seed, 2)
+      pair_seed = tseeds[0]
+      images = random_translate(images, translate, tseeds[1], translate_prob)
     if flip:
       seeds = tf.random.experimental.stateless_split(pair_seed, 2)
       pair_seed = seeds[0]
@@ -378,6 +383,32 @@ def _finish(ds: tf.data.Dataset, *, n_bins: int, num_examples: int, batch_size: 
               num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def random_translate(images: tf.Tensor, max_shift: int, seed: tf.Tensor,
+                     prob: float = 1.0) -> tf.Tensor:
+  """Shifts integer images `[N, H, W, C]` by random whole-pixel offsets.
+
+  Each example, with probability `prob`, gets its own offset, uniform in
+  `-max_shift..max_shift` on each axis (so (0, 0) is among them); the others stay
+  as they are. The pixels shifted in are 0 (the darkest level). Data augmentation
+  only: it acts on the data before dequantisation, never inside the flow.
+  """
+  max_shift = int(max_shift)
+  if max_shift <= 0:
+    return images
+  shape = tf.shape(images)
+  n, h, w = shape[0], shape[1], shape[2]
+  padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift], [0, 0]])
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  offsets = tf.random.stateless_uniform([n, 2], seeds[0], 0, 2 * max_shift + 1,
+                                        dtype=tf.int32)
+  moved = tf.random.stateless_uniform([n], seeds[1]) < prob
+  offsets = tf.where(moved[:, None], offsets, max_shift)
+  rows = offsets[:, :1] + tf.range(h)[None, :]
+  cols = offsets[:, 1:] + tf.range(w)[None, :]
+  out = tf.gather(padded, rows, axis=1, batch_dims=1)
+  return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray | None) -> tf.data.Dataset:
@@ -604,6 +635,8 @@ def load(name: str,
          shuffle: bool = True,
          dequantize: bool = True,
          flip: bool = False,
+         translate: int = 0,
+         translate_prob: float = 0.5,
          seed: int | None = None,
          cache: bool | str = True,
          with_labels: bool = False,
@@ -633,6 +666,12 @@ def load(name: str,
     dequantize: uniform noise within each bin (training); False puts every value at its
       bin centre (deterministic evaluation).
     flip: random horizontal flips, drawn per example and epoch.
+    translate: random translations by up to this many whole pixels on each axis, drawn
+      per example and epoch, with 0 (the darkest level) shifted in (see
+      `random_translate`); 0 (the default) for none. Training augmentation only: 1,
+      with `translate_prob` 0.5, lowers the digits' validation bits/dim.
+    translate_prob: with `translate`, the share of the examples that are translated
+      (the others are left as they are); 0.5 measured better than 1 on the digits.
     seed: makes shuffling, noise and flips reproducible; each epoch still differs.
     cache: TFDS only (digits and folders live in memory anyway): True caches the integer
       images in memory when they take at most `MAX_MEMORY_CACHE_BYTES`, a string caches
@@ -657,18 +696,25 @@ def load(name: str,
   if not isinstance(name, str) or not name:
     raise _unknown_name_error(name)
   _check_n_bits(n_bits)
+  if isinstance(translate, bool) or not isinstance(translate, (int, np.integer)) \
+      or translate < 0:
+    raise ValueError(f'translate must be an int >= 0, got {translate!r}.')
+  if not 0.0 <= translate_prob <= 1.0:
+    raise ValueError(f'translate_prob must be in [0, 1], got {translate_prob!r}.')
   if name.startswith(FOLDER_PREFIX):
     folder = name[len(FOLDER_PREFIX):]
     ds, info = load_folder(
         folder, split, image_size=image_size, n_bits=n_bits, batch_size=batch_size,
-        shuffle=shuffle, dequantize=dequantize, flip=flip, seed=seed,
+        shuffle=shuffle, dequantize=dequantize, flip=flip, translate=translate,
+        translate_prob=translate_prob, seed=seed,
         with_labels=with_labels, drop_remainder=drop_remainder,
         validation_fraction=validation_fraction)
     return ds, dataclasses.replace(info, name=name)
   _check_common(split, SPLITS, batch_size, validation_fraction, name)
   _check_image_size(image_size)
   tail = dict(batch_size=int(batch_size), dequantize=dequantize, flip=flip,
-              drop_remainder=drop_remainder)
+              drop_remainder=drop_remainder, translate=int(translate),
+              translate_prob=float(translate_prob))
   if name == 'digits':
     return _load_digits(split, n_bits=n_bits, image_size=image_size,
                         validation_fraction=validation_fraction, shuffle=shuffle,
@@ -728,6 +774,8 @@ def load_folder(path: str,
                 shuffle: bool = True,
                 dequantize: bool = True,
                 flip: bool = False,
+                translate: int = 0,
+                translate_prob: float = 0.5,
                 seed: int | None = None,
                 with_labels: bool = False,
                 drop_remainder: bool = False,
@@ -753,7 +801,8 @@ def load_folder(path: str,
       proportions); `'resize'`: resize directly (stretches). Both bilinear.
     channels: 1 (grey) or 3 (RGB); None takes it from the first image (sorted order):
       grey modes give 1, everything else 3. Images are converted to it, alpha dropped.
-    n_bits, batch_size, shuffle, dequantize, flip, seed, drop_remainder: as in `load`.
+    n_bits, batch_size, shuffle, dequantize, flip, translate, translate_prob, seed,
+      drop_remainder: as in `load`.
     with_labels: label each image by its top-level subfolder under `path` (class names
       sorted; `info.class_names[label]`); every image must then be in a subfolder.
     validation_fraction: see `split`.
@@ -889,4 +938,5 @@ def load_folder(path: str,
   return _finish(ds, n_bins=n_bins, num_examples=n, batch_size=int(batch_size),
                  shuffle=shuffle, shuffle_buffer=n, dequantize=dequantize, flip=flip,
                  seed=seed, with_labels=with_labels,
-                 drop_remainder=drop_remainder), info
+                 drop_remainder=drop_remainder, translate=int(translate),
+                 translate_prob=float(translate_prob)), info
