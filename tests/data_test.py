@@ -372,3 +372,44 @@ def test_save_grid_png(tmp_path):
   assert Image.open(grey).mode == 'L'
   with pytest.raises(TypeError, match='postprocess'):
     data.save_grid_png(images.astype(np.float32), str(tmp_path / 'x.png'))
+
+
+def _np_shift(img, dy, dx):
+  out = np.zeros_like(img)
+  h, w = img.shape[:2]
+  for i in range(h):
+    for j in range(w):
+      si, sj = i + dy, j + dx
+      if 0 <= si < h and 0 <= sj < w:
+        out[i, j] = img[si, sj]
+  return out
+
+
+def test_random_translate_is_a_zero_padded_shift():
+  rng = np.random.default_rng(3)
+  images = rng.integers(1, 17, size=[32, 8, 8, 1]).astype(np.int32)
+  out = data.random_translate(tf.constant(images), 1, tf.constant([5, 6]),
+                              prob=1.0).numpy()
+  shifts = set()
+  for img, moved in zip(images, out):
+    matches = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+               if np.array_equal(_np_shift(img, dy, dx), moved)]
+    assert len(matches) == 1, 'each output is exactly one shift of its input'
+    shifts.add(matches[0])
+  assert len(shifts) > 3, 'the offsets vary between examples'
+  same = data.random_translate(tf.constant(images), 1, tf.constant([5, 6]),
+                               prob=0.0).numpy()
+  np.testing.assert_array_equal(same, images)
+
+
+def test_translate_zero_leaves_the_pipeline_unchanged():
+  plain, _ = data.load('digits', 'train', batch_size=64, seed=4)
+  zero, _ = data.load('digits', 'train', batch_size=64, seed=4, translate=0)
+  moved, _ = data.load('digits', 'train', batch_size=64, seed=4, translate=1)
+  a, b, c = (next(iter(ds)).numpy() for ds in (plain, zero, moved))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  with pytest.raises(ValueError, match='translate'):
+    data.load('digits', 'train', translate=-1)
+  with pytest.raises(ValueError, match='translate_prob'):
+    data.load('digits', 'train', translate=1, translate_prob=1.5)
