@@ -8,7 +8,13 @@ value at its bin centre instead. The model and the dataset settings come from
 --model_dir/config.json.
 """
 
+import os
 import sys
+
+# Run from a checkout (`python bin/evaluate.py`): the repository's package first.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(1, _REPO_ROOT)
 
 from absl import app
 from absl import flags

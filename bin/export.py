@@ -14,7 +14,13 @@ writes `--export_dir/<version>/` (the next version after the largest present, or
       --signature_def serving_default --inputs images=/tmp/x.npy
 """
 
+import os
 import sys
+
+# Run from a checkout (`python bin/export.py`): the repository's package first.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(1, _REPO_ROOT)
 
 from absl import app
 from absl import flags

@@ -9,7 +9,13 @@ values of t from 0 to 1, and decoded with `tfp_glow.decode`; the ends reproduce 
 images. The model is rebuilt from --model_dir/config.json alone.
 """
 
+import os
 import sys
+
+# Run from a checkout (`python bin/interpolate.py`): the repository's package first.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(1, _REPO_ROOT)
 
 from absl import app
 from absl import flags

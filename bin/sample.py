@@ -9,7 +9,13 @@ best. The model is rebuilt from --model_dir/config.json alone. A class-condition
 samples classes 0, 1, 2, ... along each row (or --label for all).
 """
 
+import os
 import sys
+
+# Run from a checkout (`python bin/sample.py`): the repository's package first.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(1, _REPO_ROOT)
 
 from absl import app
 from absl import flags

@@ -30,6 +30,11 @@ import os
 import sys
 import time
 
+# Run from a checkout (`python bin/train.py`): the repository's package first.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(1, _REPO_ROOT)
+
 from absl import app
 from absl import flags
 
@@ -104,6 +109,11 @@ flags.DEFINE_integer('seed', 0, 'Seed of the weights, the data order and noise.'
 flags.DEFINE_bool('jit_compile', D['jit_compile'],
                   'Compile the training step with XLA (turned off with several '
                   'replicas).')
+flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
+                  'Precision of the coupling networks\' convolutions. bfloat16 is '
+                  'the mixed-precision option (log-dets, 1x1 convolutions, priors and '
+                  'weights stay float32); fastest without --jit_compile on CPUs with '
+                  'bfloat16 support (docs/BENCHMARKS.md).')
 flags.DEFINE_integer('translate', D['translate'],
                      'Augmentation: shift training images by up to this many whole '
                      'pixels (zero-padded; never inside the flow). Default: 1 for '
@@ -124,7 +134,8 @@ flags.DEFINE_string('model_dir', None,
                     '/tmp/tfp_glow/<dataset>.')
 flags.DEFINE_list('temperatures', ['0.0', '0.5', '0.7', '1.0'],
                   'Temperatures of the sample grid rows.')
-flags.DEFINE_integer('sample_every', 1, 'Write a sample grid every this many epochs.')
+flags.DEFINE_integer('sample_every', 10,
+                     'Write a sample grid every this many epochs (and at the end).')
 flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one '
                      'line per epoch.')
 
@@ -209,7 +220,7 @@ def train(model_dir, temperatures):
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
       'warmup_epochs', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
       'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
-      'data_dir', 'translate_prob')}
+      'data_dir', 'translate_prob', 'compute_dtype')}
   recipe['translate'] = translate
   config = {'model': model_config, 'training': recipe}
 
@@ -233,9 +244,11 @@ def train(model_dir, temperatures):
 
   with strategy.scope():
     try:
-      model = cli.build_model(model_config, seed=FLAGS.seed,
-                              init_batch_size=FLAGS.init_batch_size,
-                              class_loss_weight=FLAGS.class_loss_weight)
+      model = cli.build_model(
+          model_config, seed=FLAGS.seed, init_batch_size=FLAGS.init_batch_size,
+          class_loss_weight=FLAGS.class_loss_weight,
+          compute_dtype=None if FLAGS.compute_dtype == 'float32' else
+          FLAGS.compute_dtype)
     except ValueError as e:
       raise UsageError(f'Cannot build the model: {e}') from e
 

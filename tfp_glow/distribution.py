@@ -21,8 +21,8 @@ __all__ = [
 def glow_distribution(image_shape, levels=3, steps_per_level=32,
                       hidden_width=512, coupling='affine', permutation='conv',
                       learn_top=False, num_classes=None, split_fraction=0.5,
-                      seed=None, dtype=tf.float32, validate_args=False,
-                      name='glow'):
+                      seed=None, dtype=tf.float32, compute_dtype=None,
+                      validate_args=False, name='glow'):
   """A `tfd.TransformedDistribution` over `[H, W, C]` images, Glow's model.
 
   The base is a fixed standard normal of dimension `D = H * W * C`; every
@@ -50,7 +50,7 @@ def glow_distribution(image_shape, levels=3, steps_per_level=32,
       hidden_width=hidden_width, coupling=coupling, permutation=permutation,
       learn_top=learn_top, num_classes=num_classes,
       split_fraction=split_fraction, seed=seed, dtype=dtype,
-      validate_args=validate_args, name=name)
+      compute_dtype=compute_dtype, validate_args=validate_args, name=name)
   return distribution_from_glow(glow)
 
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfp_glow.bijectors import base
 
-__all__ = ['ActNorm', 'data_dependent_init']
+__all__ = ['ActNorm', 'data_dependent_init', 'init_active']
 
 _INIT_STATE = threading.local()
 
@@ -25,7 +25,8 @@ def data_dependent_init():
     _INIT_STATE.active = previous
 
 
-def _init_active():
+def init_active():
+  """Whether a `data_dependent_init()` context is open (in this thread)."""
   return getattr(_INIT_STATE, 'active', False)
 
 
@@ -123,7 +124,7 @@ class ActNorm(base.GlowBijector):
     self.initialized.assign(tf.ones([], self.dtype))
 
   def _maybe_init(self, x):
-    if (_init_active() and tf.executing_eagerly()
+    if (init_active() and tf.executing_eagerly()
         and not self.is_initialized):
       self._set_from_batch(x)
 

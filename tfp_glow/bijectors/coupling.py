@@ -15,7 +15,7 @@ class _Coupling(base.GlowBijector):
   _outputs_per_channel = None  # 2 for affine (shift, scale), 1 for additive
 
   def __init__(self, channels, hidden_width, network, seed, dtype,
-               validate_args, parameters, name):
+               validate_args, parameters, name, compute_dtype=None):
     base.check_positive_int('channels', channels)
     if channels % 2:
       raise ValueError(f'A coupling needs an even channel count, got '
@@ -27,7 +27,12 @@ class _Coupling(base.GlowBijector):
     out_channels = self._outputs_per_channel * (channels - self._half)
     if network is None:
       network = networks.GlowNetwork(self._half, out_channels, hidden_width,
-                                     seed=seed, dtype=dtype, name=f'{name}_nn')
+                                     seed=seed, dtype=dtype,
+                                     compute_dtype=compute_dtype,
+                                     name=f'{name}_nn')
+    elif compute_dtype is not None:
+      raise ValueError('`compute_dtype` applies to the default network only; '
+                       'a user-supplied `network` chooses its own precision.')
     self.network = network
     self._net_out_channels = out_channels
     super().__init__(channels=channels, dtype=dtype,
@@ -68,6 +73,8 @@ class AffineCoupling(_Coupling):
   call, log-det included. The default network is `GlowNetwork`; any callable
   mapping `[N, H, W, C/2]` to `[N, H, W, C]` (shift and scale interleaved)
   can replace it, provided its variables are `tf.Variable`s in `tf.Module`s.
+  `compute_dtype=tf.bfloat16` runs the default network in bfloat16 (see
+  `GlowNetwork`); the coupling itself and its log-det stay in `dtype`.
 
   #### Example
 
@@ -82,10 +89,11 @@ class AffineCoupling(_Coupling):
   _outputs_per_channel = 2
 
   def __init__(self, channels, hidden_width=512, network=None, seed=None,
-               dtype=tf.float32, validate_args=False, name='affine_coupling'):
+               dtype=tf.float32, compute_dtype=None, validate_args=False,
+               name='affine_coupling'):
     parameters = dict(locals())
     super().__init__(channels, hidden_width, network, seed, dtype,
-                     validate_args, parameters, name)
+                     validate_args, parameters, name, compute_dtype)
 
   def _couple(self, xb, h, inverse):
     shift = h[..., 0::2]
@@ -117,10 +125,11 @@ class AdditiveCoupling(_Coupling):
   _outputs_per_channel = 1
 
   def __init__(self, channels, hidden_width=512, network=None, seed=None,
-               dtype=tf.float32, validate_args=False, name='additive_coupling'):
+               dtype=tf.float32, compute_dtype=None, validate_args=False,
+               name='additive_coupling'):
     parameters = dict(locals())
     super().__init__(channels, hidden_width, network, seed, dtype,
-                     validate_args, parameters, name)
+                     validate_args, parameters, name, compute_dtype)
 
   def _couple(self, xb, h, inverse):
     ldj = tf.zeros(tf.shape(xb)[:-3], xb.dtype)

@@ -76,6 +76,10 @@ class Glow(base.GlowBijector):
     seed: int seed for the random initial weights (orthogonal 1x1 convs,
       shuffles, hidden convolutions); `None` draws a fresh one.
     dtype: float32 or float64.
+    compute_dtype: None, or `tf.bfloat16` for mixed precision: the coupling
+      networks compute in bfloat16, everything else (log-dets, 1x1
+      convolutions, priors, the variables) stays in `dtype`. See
+      `tfp_glow.networks.GlowNetwork`.
     validate_args: check data (NaN/Inf, ActNorm initialised) at run time.
 
   #### Example
@@ -93,7 +97,8 @@ class Glow(base.GlowBijector):
   def __init__(self, image_shape, levels=3, steps_per_level=32,
                hidden_width=512, coupling='affine', permutation='conv',
                learn_top=False, num_classes=None, split_fraction=0.5,
-               seed=None, dtype=tf.float32, validate_args=False, name='glow'):
+               seed=None, dtype=tf.float32, compute_dtype=None,
+               validate_args=False, name='glow'):
     parameters = dict(locals())
     image_shape = tuple(image_shape) if isinstance(
         image_shape, (list, tuple)) else image_shape
@@ -158,7 +163,8 @@ class Glow(base.GlowBijector):
         coupling_cls = (coupling_lib.AffineCoupling if coupling == 'affine'
                         else coupling_lib.AdditiveCoupling)
         cp = coupling_cls(c, hidden_width=hidden_width, seed=next(seeds),
-                          dtype=dtype, name=f'{prefix}_coupling')
+                          dtype=dtype, compute_dtype=compute_dtype,
+                          name=f'{prefix}_coupling')
         level_steps.append((an, perm, cp))
       self.steps.append(level_steps)
       if level < levels - 1:
