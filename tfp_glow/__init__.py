@@ -6,6 +6,7 @@
 
 from tfp_glow import bijectors
 from tfp_glow import data
+from tfp_glow import export
 from tfp_glow import networks
 from tfp_glow.bijectors.glow import Glow
 from tfp_glow.distribution import bits_per_dim
@@ -27,6 +28,7 @@ __all__ = [
     'WarmupSchedule',
     'bijectors',
     'data',
+    'export',
     'bits_per_dim',
     'decode',
     'encode',
