@@ -16,7 +16,7 @@ BIN = os.path.join(ROOT, 'bin')
 PROGRAMS = ('train', 'sample', 'evaluate', 'interpolate')
 TINY = ['--levels=2', '--steps_per_level=1', '--hidden_width=8', '--batch_size=64',
         '--warmup_steps=10', '--learning_rate=3e-3', '--verbose=2',
-        '--temperatures=0,0.7']
+        '--temperatures=0,0.7', '--sample_every=1']
 
 
 def env():
