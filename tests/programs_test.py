@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, 'bin')
@@ -87,6 +88,17 @@ def test_train_writes_everything(model_dir):
     assert os.path.getsize(os.path.join(path, 'checkpoints', f'{name}.weights.h5'))
   assert os.path.exists(os.path.join(path, 'samples', 'epoch_0002.png'))
   assert os.path.exists(os.path.join(path, 'samples', 'final.png'))
+  # TensorBoard: scalars from Keras's callback, sample grids from SampleGrid.
+  tags = set()
+  for sub in ('train', 'samples'):
+    folder = os.path.join(path, 'logs', sub)
+    events = [f for f in os.listdir(folder) if f.startswith('events.out')]
+    assert events, f'no TensorBoard events in {folder}'
+    for event in tf.compat.v1.train.summary_iterator(
+        os.path.join(folder, events[0])):
+      tags.update(v.tag for v in event.summary.value)
+  assert any(t.startswith('samples/T=0.7') for t in tags), tags
+  assert any('loss' in t or 'bpd' in t for t in tags), tags
   assert not os.path.exists(os.path.join(path, 'backup'))  # removed when finished
   with open(os.path.join(path, 'results.json')) as f:
     results = json.load(f)
