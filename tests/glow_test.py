@@ -695,3 +695,24 @@ def test_checkpoint_restore_is_not_reinitialised(tmp_path):
   x = _x()
   np.testing.assert_allclose(fresh.log_prob(x).numpy(),
                              dist.log_prob(tf.identity(x)).numpy(), rtol=1e-6)
+
+
+def test_empty_batch_eager_and_graph():
+  dist = tfp_glow.glow_distribution([4, 4, 2], levels=2, steps_per_level=1,
+                                    hidden_width=8, seed=0, num_classes=3)
+  kw = {'bijector_kwargs': {'labels': tf.zeros([0], tf.int32)}}
+  empty = tf.zeros([0, 4, 4, 2])
+  assert dist.log_prob(empty, **kw).shape == (0,)
+  graph = tf.function(
+      lambda x, l: dist.log_prob(x, bijector_kwargs={'labels': l}),
+      input_signature=[tf.TensorSpec([None, 4, 4, 2]),
+                       tf.TensorSpec([None], tf.int32)])
+  assert graph(empty, tf.zeros([0], tf.int32)).shape == (0,)
+  # The padding must not change a non-empty batch.
+  x = tf.random.stateless_uniform([3, 4, 4, 2], [1, 1], -0.5, 0.5)
+  labels = tf.constant([0, 1, 2])
+  np.testing.assert_allclose(graph(x, labels).numpy(),
+                             dist.log_prob(x, bijector_kwargs={'labels': labels}),
+                             rtol=1e-5)
+  assert tfp_glow.sample(dist, 0, labels=tf.zeros([0], tf.int32)).shape == (
+      0, 4, 4, 2)

@@ -384,14 +384,18 @@ class Glow(base.GlowBijector):
       flat, batch_shape = base.flatten_batch(value, 3)
       flat = tf.ensure_shape(flat, [None, h, w, self._image_shape[2]])
       labels = self._check_labels(labels, batch_shape)
+      flat, labels, n = _pad_empty_batch(flat, labels)
       eps, ldj, _ = self.inverse_pass(flat, labels)
+      eps, ldj = eps[:n], ldj[:n]
       out = tf.reshape(eps, tf.concat([batch_shape, [self._latent_size]], 0))
     else:
       value = self._check_input(value, channels=self._latent_size,
                                 event_ndims=1, what='latent')
       flat, batch_shape = base.flatten_batch(value, 1)
       labels = self._check_labels(labels, batch_shape)
+      flat, labels, n = _pad_empty_batch(flat, labels)
       x, ldj = self.forward_pass(flat, labels)
+      x, ldj = x[:n], ldj[:n]
       out = tf.reshape(x, tf.concat([batch_shape, self._image_shape], 0))
     return out, tf.reshape(ldj, batch_shape)
 
@@ -408,3 +412,21 @@ class Glow(base.GlowBijector):
 
   def _inverse_event_shape_tensor(self, output_shape):
     return tf.constant([self._latent_size], tf.int32)
+
+
+def _pad_empty_batch(flat, labels):
+  """Adds one zero row when the batch is empty; returns it, labels and N.
+
+  `tf.nn.conv2d` of an empty batch returns a wrong channel count on TF's CPU
+  kernels, so an empty batch runs the flow on one dummy row, which the caller
+  slices away (`[:N]`). A batch known to be non-empty is left as it is.
+  """
+  n = tf.shape(flat)[0]
+  if flat.shape[0] is not None and flat.shape[0] > 0:
+    return flat, labels, n
+  extra = tf.cast(tf.equal(n, 0), tf.int32)
+  pad_shape = tf.concat([[extra], tf.shape(flat)[1:]], axis=0)
+  flat = tf.concat([flat, tf.zeros(pad_shape, flat.dtype)], axis=0)
+  if labels is not None:
+    labels = tf.concat([labels, tf.zeros([extra], labels.dtype)], axis=0)
+  return flat, labels, n
