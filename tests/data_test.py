@@ -413,3 +413,19 @@ def test_translate_zero_leaves_the_pipeline_unchanged():
     data.load('digits', 'train', translate=-1)
   with pytest.raises(ValueError, match='translate_prob'):
     data.load('digits', 'train', translate=1, translate_prob=1.5)
+
+
+@pytest.mark.parametrize('name, shape, split', [
+    ('svhn_cropped', (32, 32, 3), 'test'),
+    ('imagenet_resized/32x32', (32, 32, 3), 'train'),
+    ('imagenet_resized/64x64', (64, 64, 3), 'test'),
+])
+def test_tfds_other_named_datasets(tmp_path, name, shape, split):
+  with tfds.testing.mock_data(num_examples=5):
+    ds, info = data.load(name, split, data_dir=str(tmp_path), batch_size=5,
+                         shuffle=False, with_labels=True)
+    images, labels = next(iter(ds))
+  assert info.image_shape == shape
+  assert images.shape[1:] == shape and images.shape[0] == labels.shape[0] > 0
+  assert np.all(np.abs(images.numpy()) <= 0.5)
+  assert info.n_bins == 256
