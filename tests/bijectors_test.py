@@ -28,7 +28,21 @@ COMPONENTS = {
     'additive': (lambda dt: gb.AdditiveCoupling(4, hidden_width=HIDDEN, seed=1,
                                                 dtype=dt), IMAGE, IMAGE, True),
     'squeeze': (lambda dt: gb.Squeeze(), IMAGE, (2, 2, 16), False),
+    'split_prior': (lambda dt: gb.SplitPrior(4, exit_channels=2, dtype=dt),
+                    IMAGE, IMAGE, True),
+    'split_prior_uneven': (lambda dt: gb.SplitPrior(4, exit_channels=1,
+                                                    dtype=dt),
+                           IMAGE, IMAGE, True),
+    'top_prior': (lambda dt: gb.TopPrior(4, learn_top=True, dtype=dt),
+                  IMAGE, IMAGE, True),
+    'top_prior_classes': (lambda dt: gb.TopPrior(4, learn_top=True,
+                                                 num_classes=3, dtype=dt),
+                          IMAGE, IMAGE, True),
 }
+# Class-conditional components: the harness passes `labels`.
+NUM_CLASSES = {'top_prior_classes': 3}
+# The classifier is not part of the bijection: log_prob cannot reach it.
+GRAD_EXCLUDE = {'top_prior_classes': ('classifier',)}
 DTYPES = {'float32': tf.float32, 'float64': tf.float64}
 
 
@@ -38,7 +52,9 @@ DTYPES = {'float32': tf.float32, 'float64': tf.float64}
 def test_harness(check, component, dtype, tmp_path):
   factory, data_shape, latent_shape, trainable = COMPONENTS[component]
   cfg = harness.Config(data_shape=data_shape, latent_shape=latent_shape,
-                       dtype=DTYPES[dtype], trainable=trainable)
+                       dtype=DTYPES[dtype], trainable=trainable,
+                       num_classes=NUM_CLASSES.get(component),
+                       grad_exclude=GRAD_EXCLUDE.get(component, ()))
   if check == 'saved_model':
     harness.check_saved_model(factory, cfg, tmp_path)
   else:
@@ -515,8 +531,8 @@ def test_bfloat16_network_keeps_the_float32_flow_exact(check):
 
 def test_bfloat16_network_tracks_the_float32_network():
   x = tf.random.stateless_normal([8, 4, 4, 2], seed=[1, 2])
-  exact = tfp_glow.networks.GlowNetwork(2, 4, 16, seed=3)
-  low = tfp_glow.networks.GlowNetwork(2, 4, 16, seed=3,
+  exact = tfp_glow.nn.GlowNetwork(2, 4, 16, seed=3)
+  low = tfp_glow.nn.GlowNetwork(2, 4, 16, seed=3,
                                       compute_dtype=tf.bfloat16)
   harness.perturb(exact, seed=0, scale=0.2)
   for a, b in zip(exact.trainable_variables, low.trainable_variables):
@@ -536,4 +552,4 @@ def test_compute_dtype_only_for_the_default_network():
   with pytest.raises(ValueError, match='compute_dtype'):
     gb.AffineCoupling(4, network=lambda x: x, compute_dtype=tf.bfloat16)
   with pytest.raises(ValueError, match='int32'):
-    tfp_glow.networks.GlowNetwork(2, 4, 8, compute_dtype=tf.int32)
+    tfp_glow.nn.GlowNetwork(2, 4, 8, compute_dtype=tf.int32)

@@ -231,7 +231,7 @@ def test_initialize_standardises_every_actnorm(image_shape):
     for k, (an, perm, cp) in enumerate(glow.steps[level]):
       h = an.inverse(h)
       _standardised(h.numpy(), f'level {level} step {k} actnorm')
-      checked.append(an)
+      checked.append(an.state)
       h = perm.inverse(h)
       net = cp.network
       xa = h[..., :h.shape[-1] // 2]
@@ -424,12 +424,15 @@ def test_classifier_trains_from_cross_entropy(conditional_dist):
   glow = tfp_glow.get_glow(conditional_dist)
   labels = tf.constant([0, 1, 2])
   with tf.GradientTape() as tape:
-    _, _, z_top = glow.inverse_pass(_x(), labels)
+    parts = glow.log_prob_parts(_x(), labels)
+    z_top = parts.z_top
     assert z_top.shape.as_list() == [3] + list(glow.latent_shapes[-1])
     logits = glow.class_logits(z_top)
+    np.testing.assert_allclose(logits.numpy(), parts.class_logits.numpy(),
+                               rtol=1e-6)
     loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels, logits))
-  variables = glow.classifier.trainable_variables
+  variables = glow.top.classifier.trainable_variables
   assert len(variables) == 3
   for v, g in zip(variables, tape.gradient(loss, variables)):
     assert g is not None and np.any(g.numpy() != 0), v.name
@@ -561,12 +564,21 @@ def test_parameter_count(config):
   assert tfp_glow.parameter_count(**kw) == actual
 
 
-def test_print_cifar10_parameter_count():
-  count = tfp_glow.parameter_count([32, 32, 3], levels=3, steps_per_level=32,
-                                   hidden_width=512, coupling='affine',
-                                   permutation='conv')
-  print(f'Glow CIFAR-10 (L=3, K=32, width 512, affine, conv): '
-        f'{count:,} parameters')
+def test_parameter_count_of_a_built_distribution():
+  kw = glow_kwargs(split_fraction=0.25, learn_top=True)
+  dist = tfp_glow.glow_distribution(seed=0, **kw)
+  actual = sum(int(np.prod(v.shape)) for v in dist.trainable_variables)
+  assert tfp_glow.parameter_count(dist) == actual
+  assert tfp_glow.parameter_count(tfp_glow.get_glow(dist)) == actual
+
+
+@pytest.mark.parametrize('overrides, match', [
+    (dict(permutation='random'), 'permutation'),
+    (dict(coupling='spline'), 'coupling'),
+])
+def test_parameter_count_refuses_unknown_options(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    tfp_glow.parameter_count(**glow_kwargs(**overrides))
 
 
 # --- bad input ---------------------------------------------------------------------------

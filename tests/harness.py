@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_glow.bijectors import actnorm as actnorm_lib
+from tfp_glow import ops
 
 tfd = tfp.distributions
 
@@ -92,7 +92,7 @@ def perturb(bijector, seed, scale):
     v.assign_add(noise.astype(v.dtype.as_numpy_dtype))
   modules = [bijector] + list(bijector.submodules)
   for m in modules:
-    if isinstance(m, actnorm_lib.ActNorm):
+    if isinstance(m, ops.ActNormState):
       m.initialized.assign(tf.ones([], m.initialized.dtype))
   return bijector
 

@@ -7,14 +7,17 @@
 from tfp_glow import bijectors
 from tfp_glow import data
 from tfp_glow import export
-from tfp_glow import networks
+from tfp_glow import architecture
+from tfp_glow import nn
 from tfp_glow.bijectors.glow import Glow
+from tfp_glow.bijectors.glow import LogProbParts
 from tfp_glow.distribution import bits_per_dim
 from tfp_glow.distribution import decode
 from tfp_glow.distribution import encode
 from tfp_glow.distribution import get_glow
 from tfp_glow.distribution import glow_distribution
 from tfp_glow.distribution import initialize
+from tfp_glow.distribution import latent_noise
 from tfp_glow.distribution import parameter_count
 from tfp_glow.distribution import sample
 from tfp_glow.training import GlowModel
@@ -23,6 +26,8 @@ from tfp_glow.training import WarmupSchedule
 
 __all__ = [
     'Glow',
+    'LogProbParts',
+    'architecture',
     'GlowModel',
     'SampleGrid',
     'WarmupSchedule',
@@ -35,7 +40,8 @@ __all__ = [
     'get_glow',
     'glow_distribution',
     'initialize',
-    'networks',
+    'latent_noise',
+    'nn',
     'parameter_count',
     'sample',
 ]

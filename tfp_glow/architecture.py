@@ -15,6 +15,9 @@ import dataclasses
 
 import numpy as np
 
+from tfp_glow.ops import check_option
+from tfp_glow.ops import check_positive_int
+
 __all__ = ['COUPLINGS', 'PERMUTATIONS', 'ACTNORM_INITS', 'BACKPROPS',
            'LevelPlan', 'Plan', 'plan', 'check_option', 'check_positive_int']
 
@@ -22,18 +25,6 @@ COUPLINGS = ('affine', 'additive')
 PERMUTATIONS = ('conv', 'conv_lu', 'shuffle', 'reverse')
 ACTNORM_INITS = ('data', 'identity')
 BACKPROPS = ('store', 'invert')
-
-
-def check_option(name, value, choices):
-  if value not in choices:
-    raise ValueError(f'`{name}` must be one of {sorted(choices)}, got {value!r}.')
-  return value
-
-
-def check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f'`{name}` must be a positive integer, got {value!r}.')
-  return int(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,6 +71,7 @@ __all__ = [
     'load',
     'load_folder',
     'postprocess',
+    'to_bins',
     'save_grid_png',
 ]
 
@@ -267,6 +268,13 @@ def dequantize_images(x_int: tf.Tensor, n_bins: int, *, noise: bool = True,
   return (x + u) / float(n_bins) - 0.5
 
 
+def to_bins(x: Any, n_bins: int) -> tf.Tensor:
+  """The bin index `k = clip(floor((x + 0.5) * n_bins), 0, n_bins - 1)` (float32)
+  of model images in [-0.5, 0.5]: the inverse of dequantisation."""
+  x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+  return tf.clip_by_value(tf.floor((x + 0.5) * float(n_bins)), 0.0, float(n_bins - 1))
+
+
 def postprocess(x: Any, n_bins: int) -> tf.Tensor:
   """Maps model images in [-0.5, 0.5] to uint8 in [0, 255] for viewing and PNGs.
 
@@ -281,8 +289,7 @@ def postprocess(x: Any, n_bins: int) -> tf.Tensor:
   """
   if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 2:
     raise ValueError(f'n_bins must be an int >= 2, got {n_bins!r}')
-  x = tf.cast(tf.convert_to_tensor(x), tf.float32)
-  k = tf.clip_by_value(tf.floor((x + 0.5) * float(n_bins)), 0.0, float(n_bins - 1))
+  k = to_bins(x, n_bins)
   return tf.cast(tf.round(k * (255.0 / (n_bins - 1))), tf.uint8)
 
 

@@ -6,15 +6,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_glow.bijectors import actnorm as actnorm_lib
-from tfp_glow.bijectors import base
+from tfp_glow import architecture
+from tfp_glow import ops
 from tfp_glow.bijectors import glow as glow_lib
 
 tfd = tfp.distributions
 
 __all__ = [
     'glow_distribution', 'get_glow', 'initialize', 'sample', 'encode',
-    'decode', 'bits_per_dim', 'parameter_count',
+    'decode', 'bits_per_dim', 'parameter_count', 'latent_noise',
 ]
 
 
@@ -22,7 +22,7 @@ def glow_distribution(image_shape, levels=3, steps_per_level=32,
                       hidden_width=512, coupling='affine', permutation='conv',
                       learn_top=False, num_classes=None, split_fraction=0.5,
                       seed=None, dtype=tf.float32, compute_dtype=None,
-                      validate_args=False, name='glow'):
+                      actnorm_init='data', validate_args=False, name='glow'):
   """A `tfd.TransformedDistribution` over `[H, W, C]` images, Glow's model.
 
   The base is a fixed standard normal of dimension `D = H * W * C`; every
@@ -50,7 +50,8 @@ def glow_distribution(image_shape, levels=3, steps_per_level=32,
       hidden_width=hidden_width, coupling=coupling, permutation=permutation,
       learn_top=learn_top, num_classes=num_classes,
       split_fraction=split_fraction, seed=seed, dtype=dtype,
-      compute_dtype=compute_dtype, validate_args=validate_args, name=name)
+      compute_dtype=compute_dtype, actnorm_init=actnorm_init,
+      validate_args=validate_args, name=name)
   return distribution_from_glow(glow)
 
 
@@ -109,30 +110,38 @@ def initialize(dist_or_bijector, x, labels=None):
     raise ValueError('initialize: the initialisation batch is empty.')
   if not np.all(np.isfinite(x.numpy())):
     raise ValueError('initialize: the initialisation batch contains NaN or Inf.')
-  actnorms = [m for m in bij.submodules
-              if isinstance(m, actnorm_lib.ActNorm)]
-  if isinstance(bij, actnorm_lib.ActNorm):
-    actnorms.append(bij)
+  actnorms = [m for m in bij.submodules if isinstance(m, ops.ActNormState)]
   before = [a.is_initialized for a in actnorms]
-  with actnorm_lib.data_dependent_init():
-    if isinstance(bij, glow_lib.Glow):
+  kwargs = {} if labels is None else {'labels': labels}
+  with ops.data_dependent_init():
+    if hasattr(bij, 'inverse_and_log_det'):
       # The fused pass, not `inverse`: nothing is cached from this run.
-      bij._transform(x, inverse=True, labels=labels)  # pylint: disable=protected-access
+      bij.inverse_and_log_det(x, **kwargs)
     else:
-      kwargs = {} if labels is None else {'labels': labels}
       bij.inverse(tf.identity(x), **kwargs)
   return sum(1 for a, b in zip(actnorms, before) if a.is_initialized and not b)
 
 
-def _standard_normal(shape, seed, dtype):
+def latent_noise(n, latent_size, temperature=1.0, seed=None,
+                 dtype=tf.float32):
+  """`[n, D]` latent noise at temperature T: `N(0, T^2)` (the one definition).
+
+  `seed`: None (stateful), an int (the same as the stateless seed `[seed, 0]`),
+  or a stateless seed of shape [2]. Philox is named explicitly: the default
+  ('auto_select') draws other numbers under XLA, and the same seed must give
+  the same images everywhere (in memory and in the SavedModel's `sample`).
+  """
+  shape = tf.stack([tf.cast(n, tf.int32), latent_size])
   if seed is None:
-    return tf.random.normal(shape, dtype=dtype)
-  if isinstance(seed, (int, np.integer)):
-    seed = [int(seed), 0]
-  # Philox named explicitly: the default ('auto_select') draws other numbers
-  # under XLA, and the same seed must give the same images everywhere.
-  return tf.random.stateless_normal(shape, seed=seed, dtype=dtype,
-                                    alg='philox')
+    eps = tf.random.normal(shape, dtype=dtype)
+  else:
+    if isinstance(seed, (int, np.integer)):
+      seed = [int(seed), 0]
+    elif isinstance(seed, tf.Tensor) and seed.shape.rank == 0:
+      seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    eps = tf.random.stateless_normal(shape, seed=seed, dtype=dtype,
+                                     alg='philox')
+  return eps * tf.cast(temperature, dtype)
 
 
 def sample(dist_or_glow, n, temperature=1.0, seed=None, labels=None):
@@ -152,19 +161,24 @@ def sample(dist_or_glow, n, temperature=1.0, seed=None, labels=None):
 
   Returns:
     `[n, H, W, C]` images.
+
+  Raises:
+    FloatingPointError (eagerly; `InvalidArgumentError` in a graph): some
+      samples are not finite (the flow overflows at a high temperature); the
+      message names how many and the temperature. Never a NaN image.
   """
   glow = get_glow(dist_or_glow)
-  if isinstance(temperature, (int, float)) and temperature < 0:
-    raise ValueError(f'temperature must be >= 0, got {temperature}.')
+  if isinstance(temperature, (int, float)) and (
+      not np.isfinite(temperature) or temperature < 0):
+    raise ValueError(f'temperature must be finite and >= 0, got {temperature}.')
   if isinstance(n, (int, np.integer)) and n < 0:
     raise ValueError(f'n must be >= 0, got {n}.')
   t = tf.convert_to_tensor(temperature, glow.dtype)
   with tf.control_dependencies([tf.debugging.assert_non_negative(
       t, message='temperature must be >= 0')] if not isinstance(
           temperature, (int, float)) else []):
-    eps = _standard_normal([n, glow.latent_size], seed, glow.dtype) * t
-  kwargs = {} if labels is None else {'labels': labels}
-  return glow.forward(eps, **kwargs)
+    eps = latent_noise(n, glow.latent_size, t, seed, glow.dtype)
+  return glow.generate(eps, labels=labels, temperature=t)[0]
 
 
 def encode(dist_or_glow, x, labels=None):
@@ -204,13 +218,15 @@ def bits_per_dim(log_prob, image_shape, n_bins):
   return (-log_prob + d * math.log(n_bins)) / (d * math.log(2.0))
 
 
-def parameter_count(image_shape, levels=3, steps_per_level=32,
+def parameter_count(image_shape_or_dist, levels=3, steps_per_level=32,
                     hidden_width=512, coupling='affine', permutation='conv',
                     learn_top=False, num_classes=None, split_fraction=0.5):
   """Trainable parameters of a Glow, from its architecture (the formula).
 
-  With `c` the channels of a level after its squeeze and `w` the hidden width,
-  each step has
+  Pass an `image_shape` and the architecture's arguments, or a built
+  distribution / `Glow` (its plan is used; the other arguments must be left
+  out). Unknown options raise. With `c` the channels of a level after its
+  squeeze and `w` the hidden width, each step has
     ActNorm              2c
     permutation          conv: c^2;  conv_lu: 2c^2 + c (L and U are stored as
                          full c x c matrices, masked);  shuffle/reverse: 0
@@ -221,23 +237,12 @@ def parameter_count(image_shape, levels=3, steps_per_level=32,
   the top (c_top channels) adds 2 c_top if learn_top, and with n classes
   2 c_top n (embedding) + c_top n + 2n (classifier).
   """
-  h, w_, c = image_shape
-  del h, w_
-  total = 0
-  w = hidden_width
-  for level in range(levels):
-    c *= 4
-    out = c if coupling == 'affine' else c // 2
-    perm = {'conv': c * c, 'conv_lu': 2 * c * c + c}.get(permutation, 0)
-    net = 9 * (c // 2) * w + 2 * w + w * w + 2 * w + 9 * w * out + 2 * out
-    total += steps_per_level * (2 * c + perm + net)
-    if level < levels - 1:
-      e = int(c * split_fraction)
-      k = c - e
-      total += 9 * k * 2 * e + 2 * 2 * e
-      c = k
-  if learn_top:
-    total += 2 * c
-  if num_classes:
-    total += 2 * c * num_classes + c * num_classes + 2 * num_classes
-  return total
+  if isinstance(image_shape_or_dist, (list, tuple)):
+    plan = architecture.plan(
+        image_shape_or_dist, levels=levels, steps_per_level=steps_per_level,
+        hidden_width=hidden_width, coupling=coupling, permutation=permutation,
+        learn_top=learn_top, num_classes=num_classes,
+        split_fraction=split_fraction)
+  else:
+    plan = get_glow(image_shape_or_dist).plan
+  return plan.parameter_count()

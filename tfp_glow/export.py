@@ -27,7 +27,7 @@ unconditional models have no `labels` input.
 | `sample`           | `count` int32 `[]`, `temperature` float32 `[]`, `seed` int64 `[]` | `images` uint8 `[count, H, W, C]` (0..255), `bin_indices` uint8 (0..n_bins-1), `x` float32 (raw model output) |
 | `encode`           | `images` float32 `[N, H, W, C]` in [-0.5, 0.5] | `latents` float32 `[N, D]` |
 | `decode`           | `latents` float32 `[N, D]`                | `images` float32 `[N, H, W, C]` |
-| `metadata`         | none                                     | `image_shape` int32 `[3]`, `latent_size`, `n_bins`, `num_classes` int32 `[]` (0: unconditional) |
+| `metadata`         | none                                     | `image_shape` int32 `[3]`, `latent_size`, `n_bins`, `num_classes` int32 `[]` (0: unconditional), `max_count` int32 `[]` |
 
 `serving_default` is the float `log_prob`. Inputs and outputs are float32 also
 for a float64 model (the computation runs in the model's dtype).
@@ -50,6 +50,12 @@ centres above, or `tfp_glow.data` pipeline output); values outside are refused.
 same as `tfp_glow.sample(dist, count, temperature, seed=seed)` in memory.
 `images` is `tfp_glow.data.postprocess` (bins spread over 0..255, for viewing);
 `bin_indices` is what `log_prob_uint8` takes.
+
+**Limits and failures of `sample`**: `count` above `max_count` (fixed at export
+time, `save(..., max_count=1024)` by default, reported by `metadata`) is refused:
+one request must not be able to exhaust the server's memory. Samples that are not
+finite (the flow overflows at high temperatures) fail the request with an
+`InvalidArgumentError` giving their count and the temperature, never a black image.
 
 **Bad input** (wrong rank, height/width, channel count or latent size, NaN or
 Inf, float pixels outside [-0.5, 0.5], uint8 values `>= n_bins`, labels out of
@@ -88,9 +94,10 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
+from tfp_glow import data as quantize
 from tfp_glow import distribution as dist_lib
 
-__all__ = ['save', 'next_version', 'load_model_dir', 'SIGNATURES']
+__all__ = ['save', 'next_version', 'SIGNATURES', 'DEFAULT_MAX_COUNT']
 
 SIGNATURES = ('serving_default', 'log_prob', 'log_prob_uint8', 'sample',
               'encode', 'decode', 'metadata')
@@ -104,11 +111,11 @@ class _GlowExporter(tf.Module):
   SavedModel holds plain variables and graphs: nothing to revive.
   """
 
-  def __init__(self, glow, base_log_prob, n_bins):
+  def __init__(self, glow, n_bins, max_count):
     super().__init__(name='glow_export')
     # Not tracked (object.__setattr__): only the variables below are saved.
     object.__setattr__(self, '_glow', glow)
-    object.__setattr__(self, '_base_log_prob', base_log_prob)
+    self._max_count = int(max_count)
     self.flow_variables = list(_unique(glow.variables))
     h, w, c = glow.image_shape
     self._shape = (h, w, c)
@@ -239,23 +246,11 @@ class _GlowExporter(tf.Module):
     with tf.control_dependencies(checks):
       return tf.identity(labels)
 
-  # --- the computations ----------------------------------------------------------
-
-  def _inverse(self, x, labels):
-    """The flow, data -> latent; empty batches padded (see `_pad_empty`)."""
-    return self._glow.inverse_pass(
-        _pad_empty(x), None if labels is None else _pad_empty(labels))
-
-  def _forward(self, eps, labels):
-    """The flow, latent -> data; returns x (padded rows included)."""
-    return self._glow.forward_pass(
-        _pad_empty(eps), None if labels is None else _pad_empty(labels))[0]
+  # --- the computations (all through the Glow's one likelihood) ---------------
 
   def _scores(self, x, labels, what):
-    n = tf.shape(x)[0]
-    labels = self._check_labels(labels, n, what)
-    eps, ildj, _ = self._inverse(x, labels)
-    log_prob = self._base_log_prob(eps)[:n] + ildj[:n]
+    labels = self._check_labels(labels, tf.shape(x)[0], what)
+    log_prob = self._glow.log_prob_parts(x, labels).log_prob
     bpd = dist_lib.bits_per_dim(log_prob, self._shape, self._n_bins)
     return {'log_prob': tf.cast(log_prob, tf.float32),
             'bits_per_dim': tf.cast(bpd, tf.float32)}
@@ -270,11 +265,10 @@ class _GlowExporter(tf.Module):
 
   def _encode(self, images, labels):
     x = self._check_float_images(images, 'encode')
-    n = tf.shape(x)[0]
-    labels = self._check_labels(labels, n, 'encode')
-    eps, _, _ = self._inverse(x, labels)
-    eps = tf.ensure_shape(eps[:n], [None, self._d])
-    return {'latents': tf.cast(eps, tf.float32)}
+    labels = self._check_labels(labels, tf.shape(x)[0], 'encode')
+    eps = self._glow.log_prob_parts(x, labels).eps
+    return {'latents': tf.cast(tf.ensure_shape(eps, [None, self._d]),
+                               tf.float32)}
 
   def _decode(self, latents, labels):
     d = self._d
@@ -288,15 +282,19 @@ class _GlowExporter(tf.Module):
     with tf.control_dependencies([tf.debugging.assert_all_finite(
         latents, 'decode: latents contain NaN or Inf')]):
       eps = tf.cast(tf.ensure_shape(latents, [None, d]), self._dtype)
-    n = tf.shape(eps)[0]
-    labels = self._check_labels(labels, n, 'decode')
-    x = self._forward(eps, labels)[:n]
+    labels = self._check_labels(labels, tf.shape(eps)[0], 'decode')
+    x, _ = self._glow.generate(eps, labels)
     return {'images': tf.cast(x, tf.float32)}
 
   def _sample(self, count, temperature, seed, labels):
     checks = [
         tf.debugging.assert_non_negative(
             count, message='sample: count must be >= 0'),
+        tf.debugging.assert_less_equal(
+            count, tf.constant(self._max_count, tf.int32),
+            message=f'sample: count must be <= max_count={self._max_count} '
+            '(fixed at export time: one request must not take the server '
+            'down; ask in several requests)'),
         tf.debugging.assert_all_finite(
             temperature, 'sample: temperature is NaN or Inf'),
         tf.debugging.assert_non_negative(
@@ -306,16 +304,11 @@ class _GlowExporter(tf.Module):
       count = tf.identity(count)
     labels = self._check_labels(labels, count, 'sample')
     t = tf.cast(temperature, self._dtype)
-    eps = tf.random.stateless_normal(
-        tf.stack([count, self._d]), seed=tf.stack([seed, tf.constant(0, tf.int64)]),
-        dtype=self._dtype, alg='philox') * t  # as tfp_glow.sample
-    x = self._forward(eps, labels)[:count]
-    n = float(self._n_bins)
-    k = tf.clip_by_value(tf.floor((tf.cast(x, tf.float32) + 0.5) * n), 0.0,
-                         n - 1.0)
+    eps = dist_lib.latent_noise(count, self._d, t, seed, self._dtype)
+    x, _ = self._glow.generate(eps, labels, temperature=t)
     return {
-        'images': tf.cast(tf.round(k * (255.0 / (n - 1.0))), tf.uint8),
-        'bin_indices': tf.cast(k, tf.uint8),
+        'images': quantize.postprocess(x, self._n_bins),
+        'bin_indices': tf.cast(quantize.to_bins(x, self._n_bins), tf.uint8),
         'x': tf.cast(x, tf.float32),
     }
 
@@ -325,19 +318,8 @@ class _GlowExporter(tf.Module):
         'latent_size': tf.constant(self._d, tf.int32),
         'n_bins': tf.constant(self._n_bins, tf.int32),
         'num_classes': tf.constant(self._num_classes or 0, tf.int32),
+        'max_count': tf.constant(self._max_count, tf.int32),
     }
-
-
-def _pad_empty(x):
-  """Appends one zero row when the batch is empty.
-
-  TensorFlow's CPU Conv2D returns a wrong shape for an empty batch (the input's
-  channel count, measured on TF 2.21), which breaks the flow; an empty request
-  runs on one dummy row instead and its outputs are sliced back to `[:n]`.
-  """
-  pad = tf.maximum(1 - tf.shape(x)[0], 0)
-  zeros = tf.zeros(tf.concat([[pad], tf.shape(x)[1:]], 0), x.dtype)
-  return tf.concat([x, zeros], axis=0)
 
 
 def _unique(variables):
@@ -349,11 +331,10 @@ def _unique(variables):
 
 
 def _resolve(model_or_distribution, n_bins):
-  """(glow, base log_prob, n_bins, initialised) from a GlowModel or a distribution."""
+  """(glow, n_bins, initialised) from a GlowModel or a distribution."""
   model_n_bins = getattr(model_or_distribution, 'n_bins', None)
   glow = getattr(model_or_distribution, 'glow', None)
   if glow is not None and model_n_bins is not None:  # a GlowModel
-    dist = model_or_distribution.distribution
     if n_bins is not None and int(n_bins) != int(model_n_bins):
       raise ValueError(f'n_bins={n_bins} contradicts the model\'s n_bins='
                        f'{model_n_bins}; leave it out for a GlowModel.')
@@ -364,14 +345,12 @@ def _resolve(model_or_distribution, n_bins):
       raise ValueError('Exporting a bare distribution needs `n_bins` (levels '
                        'per dimension of the data: 256 for 8-bit, 17 for the '
                        'digits) for uint8 inputs and bits/dim.')
-    dist = (model_or_distribution if glow is not model_or_distribution
-            else dist_lib.distribution_from_glow(glow))
   if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) \
       or not 2 <= n_bins <= 256:
     raise ValueError(f'n_bins must be an int in 2..256 (uint8 bin indices), '
                      f'got {n_bins!r}.')
   initialized = all(bool(a.is_initialized) for a in glow.actnorms())
-  return glow, dist.distribution.log_prob, int(n_bins), initialized
+  return glow, int(n_bins), initialized
 
 
 def next_version(export_dir):
@@ -383,7 +362,11 @@ def next_version(export_dir):
   return max(versions, default=0) + 1
 
 
-def save(model_or_distribution, export_dir, version=None, n_bins=None):
+DEFAULT_MAX_COUNT = 1024
+
+
+def save(model_or_distribution, export_dir, version=None, n_bins=None,
+         max_count=DEFAULT_MAX_COUNT):
   """Writes a servable SavedModel to `export_dir/<version>/`; returns its path.
 
   Args:
@@ -396,6 +379,9 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None):
       existing version is never overwritten.
     n_bins: levels per dimension of the data (2..256); only for a bare
       distribution.
+    max_count: the most images one `sample` request may ask for (recorded in
+      `metadata`); a larger `count` is refused by name, so that one request
+      cannot exhaust the server's memory.
 
   Raises:
     ValueError: the model is not initialised (ActNorm's data-dependent init
@@ -404,8 +390,10 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None):
 
   See the module docstring for the signatures.
   """
-  glow, base_log_prob, n_bins, initialized = _resolve(model_or_distribution,
-                                                      n_bins)
+  glow, n_bins, initialized = _resolve(model_or_distribution, n_bins)
+  if isinstance(max_count, bool) or not isinstance(
+      max_count, (int, np.integer)) or max_count < 1:
+    raise ValueError(f'max_count must be a positive int, got {max_count!r}.')
   if not initialized:
     raise ValueError('Refusing to export an uninitialised model: ActNorm\'s '
                      'data-dependent initialisation has not run (train it, '
@@ -422,7 +410,7 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None):
     raise FileExistsError(f'{final} exists; versions are never overwritten.')
   os.makedirs(export_dir, exist_ok=True)
   tmp = os.path.join(export_dir, f'.tmp-{version}-{uuid.uuid4().hex[:12]}')
-  exporter = _GlowExporter(glow, base_log_prob, n_bins)
+  exporter = _GlowExporter(glow, n_bins, max_count)
   try:
     tf.saved_model.save(exporter, tmp, signatures=exporter.signatures())
     os.rename(tmp, final)
@@ -430,18 +418,3 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None):
     if os.path.exists(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
   return final
-
-
-# ------------------------------------------------------------------------------------
-# Model directories written by bin/train.py
-
-def load_model_dir(model_dir, which='best'):
-  """The trained `GlowModel` of a `bin/train.py` model directory.
-
-  `which`: 'best' (the best validation bits/dim; falls back to 'latest' when
-  the run had no validation split) or 'latest'. See `tfp_glow.cli` for the
-  directory layout.
-  """
-  from tfp_glow import cli  # pylint: disable=g-import-not-at-top
-  model, _, _ = cli.load_trained(model_dir, which)
-  return model

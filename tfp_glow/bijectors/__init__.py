@@ -12,6 +12,8 @@ from tfp_glow.bijectors.invertible_conv import InvertibleConv1x1
 from tfp_glow.bijectors.permute import ChannelPermute
 from tfp_glow.bijectors.permute import ChannelReverse
 from tfp_glow.bijectors.permute import ChannelShuffle
+from tfp_glow.bijectors.split import SplitPrior
+from tfp_glow.bijectors.split import TopPrior
 from tfp_glow.bijectors.squeeze import Squeeze
 
 __all__ = [
@@ -23,5 +25,7 @@ __all__ = [
     'ChannelShuffle',
     'Glow',
     'InvertibleConv1x1',
+    'SplitPrior',
     'Squeeze',
+    'TopPrior',
 ]

@@ -20,43 +20,15 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
+from tfp_glow.ops import check_float_dtype  # pylint: disable=unused-import
+from tfp_glow.ops import check_option  # pylint: disable=unused-import
+from tfp_glow.ops import check_positive_int  # pylint: disable=unused-import
+from tfp_glow.ops import flatten_batch  # pylint: disable=unused-import
+from tfp_glow.ops import unflatten_batch  # pylint: disable=unused-import
+
 tfb = tfp.bijectors
 
 __all__ = ['GlowBijector']
-
-
-def check_option(name, value, choices):
-  if value not in choices:
-    raise ValueError(f'`{name}` must be one of {sorted(choices)}, got {value!r}.')
-
-
-def check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f'`{name}` must be a positive integer, got {value!r}.')
-  return value
-
-
-def check_float_dtype(dtype):
-  dtype = tf.as_dtype(dtype)
-  if not dtype.is_floating:
-    raise TypeError(f'`dtype` must be a floating dtype, got {dtype.name}.')
-  return dtype
-
-
-def flatten_batch(x, event_ndims=3):
-  """Reshapes `x` to `[N] + event_shape`; returns it and the batch shape."""
-  shape = tf.shape(x)
-  batch_shape = shape[:-event_ndims]
-  event_shape = shape[-event_ndims:]
-  flat = tf.reshape(x, tf.concat([[-1], event_shape], axis=0))
-  static_event = x.shape[-event_ndims:]
-  flat.set_shape([None] + static_event.as_list())
-  return flat, batch_shape
-
-
-def unflatten_batch(x, batch_shape, event_ndims=3):
-  shape = tf.concat([batch_shape, tf.shape(x)[-event_ndims:]], axis=0)
-  return tf.reshape(x, shape)
 
 
 class GlowBijector(tfb.Bijector):
@@ -115,6 +87,21 @@ class GlowBijector(tfb.Bijector):
 
   def _transform(self, x, inverse, **kwargs):
     raise NotImplementedError
+
+  def inverse_and_log_det(self, y, **kwargs):
+    """`(inverse(y), inverse_log_det_jacobian(y))` from one pass.
+
+    The fused public path: what `Glow` and user code that composes components
+    by hand call, so every network runs once. The log-det is reduced over the
+    event dimensions (shape = batch shape). Nothing is cached.
+    """
+    y = tf.convert_to_tensor(y, dtype_hint=self.dtype)
+    return self._transform(y, inverse=True, **kwargs)
+
+  def forward_and_log_det(self, x, **kwargs):
+    """`(forward(x), forward_log_det_jacobian(x))` from one pass."""
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    return self._transform(x, inverse=False, **kwargs)
 
   def _augmented_forward(self, x, **kwargs):
     y, fldj = self._transform(x, inverse=False, **kwargs)

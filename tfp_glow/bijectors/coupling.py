@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from tfp_glow import networks
+from tfp_glow import nn
 from tfp_glow.bijectors import base
 
 __all__ = ['AffineCoupling', 'AdditiveCoupling']
@@ -22,11 +22,11 @@ class _Coupling(base.GlowBijector):
                        f'channels={channels}.')
     base.check_positive_int('hidden_width', hidden_width)
     dtype = base.check_float_dtype(dtype)
-    networks.check_network(network, '`network`')
+    nn.check_network(network, '`network`')
     self._half = channels // 2
     out_channels = self._outputs_per_channel * (channels - self._half)
     if network is None:
-      network = networks.GlowNetwork(self._half, out_channels, hidden_width,
+      network = nn.GlowNetwork(self._half, out_channels, hidden_width,
                                      seed=seed, dtype=dtype,
                                      compute_dtype=compute_dtype,
                                      name=f'{name}_nn')

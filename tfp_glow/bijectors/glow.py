@@ -1,20 +1,37 @@
 """Glow: the multi-scale flow composed from the components, as one bijector."""
 
+import collections
+
 import numpy as np
 import tensorflow as tf
 
-from tfp_glow import networks
+from tfp_glow import architecture
+from tfp_glow import ops
 from tfp_glow.bijectors import actnorm as actnorm_lib
 from tfp_glow.bijectors import base
 from tfp_glow.bijectors import coupling as coupling_lib
 from tfp_glow.bijectors import invertible_conv
 from tfp_glow.bijectors import permute
+from tfp_glow.bijectors import split as split_lib
 from tfp_glow.bijectors import squeeze as squeeze_lib
 
-__all__ = ['Glow', 'COUPLINGS', 'PERMUTATIONS']
+__all__ = ['Glow', 'LogProbParts', 'COUPLINGS', 'PERMUTATIONS']
 
-COUPLINGS = ('affine', 'additive')
-PERMUTATIONS = ('conv', 'conv_lu', 'shuffle', 'reverse')
+COUPLINGS = architecture.COUPLINGS
+PERMUTATIONS = architecture.PERMUTATIONS
+
+LogProbParts = collections.namedtuple(
+    'LogProbParts', ['log_prob', 'eps', 'ildj', 'z_top', 'class_logits'])
+LogProbParts.__doc__ = """The pieces of log p(x), from `Glow.log_prob_parts`.
+
+log_prob: `[batch]` log-density (nats) of the images under the Glow with its
+  standard-normal base: `log N(eps; 0, I) + ildj`.
+eps: `[batch, D]` the standardised latent (what `inverse` returns).
+ildj: `[batch]` inverse log-det-Jacobian of the whole flow (priors included).
+z_top: `[batch, h, w, c]` the top latent before its prior (what the
+  classifier of a class-conditional model reads).
+class_logits: `[batch, num_classes]`, or None for an unconditional model.
+"""
 
 
 class Glow(base.GlowBijector):
@@ -54,7 +71,18 @@ class Glow(base.GlowBijector):
   TFP's `tfb.Glow` exits).
 
   The output and the log-det come from one pass (each coupling network runs
-  once per `log_prob` and once per `sample`).
+  once per `log_prob` and once per `sample`). `log_prob_parts(x, labels)` is
+  THE one place where the pieces of `log p(x)` are put together:
+  `TransformedDistribution.log_prob` (through `inverse`), `GlowModel`'s loss
+  and metrics, and every export signature call it. The components (ActNorm,
+  permutation, coupling, `SplitPrior`, `TopPrior`, `Squeeze`) are public
+  bijectors and are driven through their public fused path
+  (`inverse_and_log_det` / `forward_and_log_det`).
+
+  Sampling (`forward`) refuses to return non-finite images: at a high
+  temperature the affine couplings' inverse (a division by their sigmoid
+  scale) and the priors' `exp(logs)` can overflow float32; the error names the
+  number of affected samples (and the temperature, through `tfp_glow.sample`).
 
   Args:
     image_shape: `[H, W, C]`; H and W divisible by `2**levels`.
@@ -80,6 +108,9 @@ class Glow(base.GlowBijector):
       networks compute in bfloat16, everything else (log-dets, 1x1
       convolutions, priors, the variables) stays in `dtype`. See
       `tfp_glow.networks.GlowNetwork`.
+    actnorm_init: 'data' (the paper's data-dependent initialisation, through
+      `tfp_glow.initialize`) or 'identity' (every ActNorm starts at scale 1,
+      bias 0 and counts as initialised: the ablation's baseline).
     validate_args: check data (NaN/Inf, ActNorm initialised) at run time.
 
   #### Example
@@ -98,57 +129,28 @@ class Glow(base.GlowBijector):
                hidden_width=512, coupling='affine', permutation='conv',
                learn_top=False, num_classes=None, split_fraction=0.5,
                seed=None, dtype=tf.float32, compute_dtype=None,
-               validate_args=False, name='glow'):
+               actnorm_init='data', validate_args=False, name='glow'):
     parameters = dict(locals())
-    image_shape = tuple(image_shape) if isinstance(
-        image_shape, (list, tuple)) else image_shape
-    if (not isinstance(image_shape, tuple) or len(image_shape) != 3 or
-        not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                and d > 0 for d in image_shape)):
-      raise ValueError('`image_shape` must be [H, W, C] with positive ints, '
-                       f'got {image_shape!r}.')
-    image_shape = tuple(int(d) for d in image_shape)
-    base.check_positive_int('levels', levels)
-    base.check_positive_int('steps_per_level', steps_per_level)
-    base.check_positive_int('hidden_width', hidden_width)
-    base.check_option('coupling', coupling, COUPLINGS)
-    base.check_option('permutation', permutation, PERMUTATIONS)
-    if num_classes is not None:
-      base.check_positive_int('num_classes', num_classes)
-      if num_classes < 2:
-        raise ValueError(f'`num_classes` must be >= 2, got {num_classes}.')
-    if not 0 < split_fraction < 1:
-      raise ValueError(
-          f'`split_fraction` must be in (0, 1), got {split_fraction!r}.')
+    plan = architecture.plan(
+        image_shape, levels=levels, steps_per_level=steps_per_level,
+        hidden_width=hidden_width, coupling=coupling, permutation=permutation,
+        learn_top=learn_top, num_classes=num_classes,
+        split_fraction=split_fraction)
+    base.check_option('actnorm_init', actnorm_init, architecture.ACTNORM_INITS)
     dtype = base.check_float_dtype(dtype)
-    h, w, c = image_shape
-    factor = 2 ** levels
-    if h % factor or w % factor:
-      raise ValueError(
-          f'image_shape {list(image_shape)}: H and W must be divisible by '
-          f'2**levels = {factor} (levels={levels}).')
-    self._image_shape = image_shape
-    self._levels = levels
-    self._steps_per_level = steps_per_level
-    self._hidden_width = hidden_width
-    self._coupling = coupling
-    self._permutation = permutation
-    self._learn_top = bool(learn_top)
-    self._num_classes = num_classes
-    self._split_fraction = float(split_fraction)
+    self._plan = plan
+    self._actnorm_init = actnorm_init
     seeds = iter(np.random.SeedSequence(seed).generate_state(
-        levels * steps_per_level * 2 + 1).tolist())
+        len(plan.levels) * steps_per_level * 2 + 1).tolist())
 
     self._squeeze = squeeze_lib.Squeeze(name=f'{name}_squeeze')
     self.steps = []     # per level: list of (actnorm, permutation, coupling)
-    self.priors = []    # per split level: ZeroConv2D kept -> 2 * exit
-    self._latent_shapes = []
-    self._exit_channels = []
-    for level in range(levels):
-      h, w, c = h // 2, w // 2, c * 4
+    self.splits = []    # per split level: SplitPrior
+    for lv in plan.levels:
+      c = lv.channels
       level_steps = []
       for k in range(steps_per_level):
-        prefix = f'{name}_level{level}_step{k}'
+        prefix = f'{name}_level{lv.index}_step{k}'
         an = actnorm_lib.ActNorm(c, dtype=dtype, validate_args=validate_args,
                                  name=f'{prefix}_actnorm')
         if permutation in ('conv', 'conv_lu'):
@@ -167,74 +169,65 @@ class Glow(base.GlowBijector):
                           name=f'{prefix}_coupling')
         level_steps.append((an, perm, cp))
       self.steps.append(level_steps)
-      if level < levels - 1:
-        c_exit = int(c * split_fraction)
-        if c_exit < 1 or c_exit >= c:
-          raise ValueError(
-              f'split_fraction={split_fraction} at level {level} with {c} '
-              f'channels would let {c_exit} of {c} channels exit; both parts '
-              'must keep at least one channel.')
-        c_keep = c - c_exit
-        self.priors.append(networks.ZeroConv2D(
-            c_keep, 2 * c_exit, 3, dtype=dtype,
-            name=f'{name}_level{level}_prior'))
-        self._latent_shapes.append((h, w, c_exit))
-        self._exit_channels.append(c_exit)
-        c = c_keep
-    self._latent_shapes.append((h, w, c))
-    self._top_channels = c
-    self.top_prior = (tf.Variable(tf.zeros([2 * c], dtype),
-                                  name=f'{name}_top_prior/mean_logs')
-                      if self._learn_top else None)
-    if num_classes is not None:
-      self.class_embedding = tf.Variable(
-          tf.zeros([num_classes, 2 * c], dtype),
-          name=f'{name}_top_prior/class_embedding')
-      self.classifier = networks.ZeroLinear(c, num_classes, dtype=dtype,
-                                            name=f'{name}_classifier')
-    else:
-      self.class_embedding = None
-      self.classifier = None
-    self._latent_size = int(sum(np.prod(s) for s in self._latent_shapes))
-    super().__init__(channels=image_shape[-1], dtype=dtype,
+      if lv.has_split:
+        self.splits.append(split_lib.SplitPrior(
+            c, lv.exit_channels, dtype=dtype, validate_args=validate_args,
+            name=f'{name}_level{lv.index}_prior'))
+    self.top = split_lib.TopPrior(
+        plan.top_channels, learn_top=learn_top, num_classes=num_classes,
+        dtype=dtype, validate_args=validate_args, name=f'{name}_top_prior')
+    super().__init__(channels=plan.image_shape[-1], dtype=dtype,
                      validate_args=validate_args, parameters=parameters,
                      name=name, forward_min_event_ndims=1,
                      inverse_min_event_ndims=3)
+    if actnorm_init == 'identity':
+      for state in self.actnorms():
+        state.set_identity()
 
   # --- static facts ----------------------------------------------------------
 
   @property
+  def plan(self):
+    """The `tfp_glow.architecture.Plan` this flow was built from."""
+    return self._plan
+
+  @property
   def image_shape(self):
-    return self._image_shape
+    return self._plan.image_shape
 
   @property
   def levels(self):
-    return self._levels
+    return len(self._plan.levels)
 
   @property
   def steps_per_level(self):
-    return self._steps_per_level
+    return self._plan.steps_per_level
 
   @property
   def num_classes(self):
-    return self._num_classes
+    return self._plan.num_classes
+
+  @property
+  def actnorm_init(self):
+    return self._actnorm_init
 
   @property
   def latent_size(self):
     """D = H * W * C, the size of the flat latent."""
-    return self._latent_size
+    return self._plan.latent_size
 
   @property
   def latent_shapes(self):
     """Per-level latent shapes `[(h, w, c), ...]`, exits first, top last."""
-    return list(self._latent_shapes)
+    return self._plan.latent_shapes
 
   def actnorms(self):
-    """The ActNorms in data->latent order: each step's, then its network's."""
+    """Every ActNorm's state (`tfp_glow.ops.ActNormState`) in data->latent
+    order: each step's, then its coupling network's."""
     out = []
     for level_steps in self.steps:
       for an, _, cp in level_steps:
-        out.append(an)
+        out.append(an.state)
         net = cp.network
         out.extend(a for a in (getattr(net, 'actnorm1', None),
                                getattr(net, 'actnorm2', None)) if a is not None)
@@ -245,188 +238,175 @@ class Glow(base.GlowBijector):
   def split_latent(self, eps):
     """Flat latents `[..., D]` -> list of `[..., h, w, c]`, one per level."""
     eps = tf.convert_to_tensor(eps)
-    sizes = [int(np.prod(s)) for s in self._latent_shapes]
+    shapes = self.latent_shapes
+    sizes = [int(np.prod(s)) for s in shapes]
     parts = tf.split(eps, sizes, axis=-1)
     batch_shape = tf.shape(eps)[:-1]
     return [tf.reshape(p, tf.concat([batch_shape, s], 0))
-            for p, s in zip(parts, self._latent_shapes)]
+            for p, s in zip(parts, shapes)]
 
   def merge_latent(self, parts):
     """Inverse of `split_latent`."""
-    if len(parts) != len(self._latent_shapes):
-      raise ValueError(f'Expected {len(self._latent_shapes)} latent parts, got '
+    shapes = self.latent_shapes
+    if len(parts) != len(shapes):
+      raise ValueError(f'Expected {len(shapes)} latent parts, got '
                        f'{len(parts)}.')
     flat = []
-    for p, s in zip(parts, self._latent_shapes):
+    for p, s in zip(parts, shapes):
       p = tf.convert_to_tensor(p)
       if p.shape.rank is not None and p.shape[-3:].as_list() != list(s):
         raise ValueError(f'Latent part shape {p.shape} does not end in {s}.')
       flat.append(tf.reshape(p, tf.concat([tf.shape(p)[:-3], [-1]], 0)))
     return tf.concat(flat, axis=-1)
 
-  # --- priors -----------------------------------------------------------------
-
-  def _check_labels(self, y, batch_shape):
-    """Validates labels against the model; returns int32 labels of shape [N]."""
-    if self._num_classes is None:
-      if y is not None:
-        raise ValueError(
-            f'{self.name}: labels were given to an unconditional model '
-            '(num_classes=None).')
-      return None
-    if y is None:
-      raise ValueError(f'{self.name}: this model is class-conditional '
-                       f'(num_classes={self._num_classes}); pass `labels`.')
-    y = tf.convert_to_tensor(y)
-    if not y.dtype.is_integer:
-      raise TypeError(f'{self.name}: `labels` must be integers, got dtype '
-                      f'{y.dtype.name}.')
-    y = tf.cast(y, tf.int32)
-    assertions = [tf.debugging.assert_equal(
-        tf.shape(y), batch_shape,
-        message=f'{self.name}: `labels` must have the batch shape of the '
-        'images/latents')]
-    assertions += [
-        tf.debugging.assert_non_negative(
-            y, message=f'{self.name}: `labels` must be >= 0'),
-        tf.debugging.assert_less(
-            y, self._num_classes,
-            message=f'{self.name}: `labels` must be < num_classes='
-            f'{self._num_classes}')]
-    with tf.control_dependencies(assertions):
-      return tf.reshape(y, [-1])
-
-  def _top_params(self, labels, n, dtype):
-    """(mean, logs) of the top prior, each [N or 1, 1, 1, c_top]."""
-    del n
-    c = self._top_channels
-    params = tf.zeros([1, 2 * c], dtype)
-    if self.top_prior is not None:
-      params += self.top_prior[tf.newaxis]
-    if labels is not None:
-      # XLA drops the label asserts and clamps the gather; a NaN makes an
-      # out-of-range label visible there instead of a silently wrong number.
-      valid = (labels >= 0) & (labels < self._num_classes)
-      poison = tf.where(valid, tf.zeros([], dtype), tf.constant(np.nan, dtype))
-      params = (params + tf.gather(self.class_embedding, labels)
-                + poison[:, tf.newaxis])
-    params = params[:, tf.newaxis, tf.newaxis, :]
-    return params[..., 0::2], params[..., 1::2]
-
   def class_logits(self, z_top):
     """Class logits from the top latent `[N, h, w, c]` (spatial mean, linear)."""
-    if self.classifier is None:
-      raise ValueError(f'{self.name}: class_logits needs num_classes.')
-    return self.classifier(tf.reduce_mean(z_top, axis=[1, 2]))
+    return self.top.class_logits(z_top)
 
-  # --- the fused passes -----------------------------------------------------------
+  # --- the level loop ---------------------------------------------------------
 
-  def inverse_pass(self, x, labels=None):
-    """Data -> latent in one pass: returns (eps [N, D], ildj [N], z_top).
-
-    `x` must be `[N, H, W, C]`; `z_top` is the top latent before its prior
-    (what the classifier of a class-conditional model reads).
-    """
+  def _encode(self, x, labels):
+    """Data -> latent on a flat batch `[N, H, W, C]`: (eps [N, D], ildj, z_top)."""
     n = tf.shape(x)[0]
     ldj = tf.zeros([n], x.dtype)
     eps_parts = []
-    for level in range(self._levels):
-      x, _ = self._squeeze._transform(x, inverse=True)
-      for step in self.steps[level]:
+    for level, level_steps in enumerate(self.steps):
+      x, _ = self._squeeze.inverse_and_log_det(x)
+      for step in level_steps:
         for bij in step:
-          x, l = bij._transform(x, inverse=True)
+          x, l = bij.inverse_and_log_det(x)
           ldj += l
-      if level < self._levels - 1:
-        c_keep = x.shape[-1] - self._exit_channels[level]
-        kept, z = x[..., :c_keep], x[..., c_keep:]
-        params = self.priors[level](kept)
-        mean, logs = params[..., 0::2], params[..., 1::2]
-        eps_parts.append((z - mean) * tf.exp(-logs))
-        ldj -= tf.reduce_sum(logs, axis=[1, 2, 3])
-        x = kept
-    mean, logs = self._top_params(labels, n, x.dtype)
-    eps_parts.append((x - mean) * tf.exp(-logs))
-    ldj -= tf.cast(tf.shape(x)[1] * tf.shape(x)[2], x.dtype) * tf.reduce_sum(
-        logs, axis=[1, 2, 3])
+      if level < len(self.splits):
+        split = self.splits[level]
+        x, l = split.inverse_and_log_det(x)
+        ldj += l
+        eps_parts.append(x[..., split.kept_channels:])
+        x = x[..., :split.kept_channels]
+    z_top = x
+    eps_top, l = self.top.inverse_and_log_det(x, labels=labels,
+                                              flat_labels=True)
+    eps_parts.append(eps_top)
     eps = tf.concat([tf.reshape(e, [n, -1]) for e in eps_parts], axis=-1)
-    return eps, ldj, x
+    return eps, ldj + l, z_top
 
-  def forward_pass(self, eps, labels=None):
-    """Latent -> data in one pass: returns (x [N, H, W, C], fldj [N])."""
+  def _decode(self, eps, labels):
+    """Latent -> data on a flat batch `[N, D]`: (x [N, H, W, C], fldj [N])."""
     n = tf.shape(eps)[0]
     parts = self.split_latent(eps)
-    mean, logs = self._top_params(labels, n, eps.dtype)
-    x = mean + tf.exp(logs) * parts[-1]
-    ldj = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], eps.dtype) * tf.reduce_sum(
-        logs, axis=[1, 2, 3]) + tf.zeros([n], eps.dtype)
-    for level in reversed(range(self._levels)):
-      if level < self._levels - 1:
-        params = self.priors[level](x)
-        mean, logs = params[..., 0::2], params[..., 1::2]
-        z = mean + tf.exp(logs) * parts[level]
-        ldj += tf.reduce_sum(logs, axis=[1, 2, 3])
-        x = tf.concat([x, z], axis=-1)
+    x, ldj = self.top.forward_and_log_det(parts[-1], labels=labels,
+                                          flat_labels=True)
+    for level in reversed(range(len(self.steps))):
+      if level < len(self.splits):
+        x, l = self.splits[level].forward_and_log_det(
+            tf.concat([x, parts[level]], axis=-1))
+        ldj += l
       for step in reversed(self.steps[level]):
         for bij in reversed(step):
-          x, l = bij._transform(x, inverse=False)
+          x, l = bij.forward_and_log_det(x)
           ldj += l
-      x, _ = self._squeeze._transform(x, inverse=False)
-    return x, ldj
+      x, _ = self._squeeze.forward_and_log_det(x)
+    return x, ldj + tf.zeros([n], eps.dtype)
+
+  # --- the one likelihood -------------------------------------------------------
+
+  def _check_images(self, x):
+    x = self._check_input(tf.convert_to_tensor(x, dtype_hint=self.dtype),
+                          what='image')
+    h, w, c = self.image_shape
+    if x.shape.rank is not None and x.shape[-3:-1].as_list() not in (
+        [h, w], [None, None], [h, None], [None, w]):
+      raise ValueError(f'{self.name}: images must have shape [..., {h}, {w}, '
+                       f'{c}], got {x.shape}.')
+    flat, batch_shape = ops.flatten_batch(x, 3)
+    return tf.ensure_shape(flat, [None, h, w, c]), batch_shape
+
+  def log_prob_parts(self, x, labels=None):
+    """Everything `log p(x)` is made of, from one pass: a `LogProbParts`.
+
+    The one place the likelihood is assembled. `x`: images `[..., H, W, C]`
+    (any batch shape, empty included); `labels`: ints of the batch shape for a
+    class-conditional model (checked here: shape, range, presence).
+    """
+    flat, batch_shape = self._check_images(x)
+    labels = self.top.check_labels(labels, batch_shape)
+    flat, labels, n = ops.pad_empty_batch(flat, labels)
+    eps, ildj, z_top = self._encode(flat, labels)
+    eps, ildj, z_top = eps[:n], ildj[:n], z_top[:n]
+    log_prob = ops.standard_normal_log_prob(eps) + ildj
+    logits = (self.top.class_logits(z_top)
+              if self.num_classes is not None else None)
+
+    def unflat(t, event_shape):
+      return tf.reshape(t, tf.concat([batch_shape, event_shape], 0))
+
+    return LogProbParts(
+        log_prob=unflat(log_prob, []), eps=unflat(eps, [self.latent_size]),
+        ildj=unflat(ildj, []),
+        z_top=unflat(z_top, tf.shape(z_top)[1:]),
+        class_logits=None if logits is None else unflat(
+            logits, [self.num_classes]))
+
+  def _check_finite_images(self, x, temperature):
+    """Refuses non-finite images: never a NaN passed off as a sample."""
+    bad = tf.logical_not(tf.reduce_all(tf.math.is_finite(x), axis=[1, 2, 3]))
+    count = tf.reduce_sum(tf.cast(bad, tf.int32))
+    total = tf.shape(x)[0]
+    advice = ('the flow overflowed (the affine couplings divide by their '
+              'scale, the priors multiply by exp(logs)); use a lower '
+              'temperature or latents closer to the prior.')
+    if tf.executing_eagerly():
+      if int(count):
+        at = ('' if temperature is None else
+              f' at temperature {float(temperature):g}')
+        raise FloatingPointError(
+            f'{self.name}: {int(count)} of {int(total)} generated images are '
+            f'not finite{at}: {advice}')
+      return x
+    if temperature is None:
+      data = [f'{self.name}: generated images not finite (count, of):',
+              count, total, advice]
+    else:
+      data = [f'{self.name}: generated images not finite (count, of, at '
+              'temperature):', count, total, temperature, advice]
+    with tf.control_dependencies([tf.debugging.Assert(
+        tf.equal(count, 0), data, summarize=4)]):
+      return tf.identity(x)
+
+  def generate(self, eps, labels=None, temperature=None):
+    """Latents `[..., D]` -> `(images [..., H, W, C], fldj [...])`, checked.
+
+    The fused sampling path (`forward` calls it too). Non-finite images raise
+    (`FloatingPointError` eagerly, `InvalidArgumentError` in a graph) naming
+    how many, and `temperature` when given (it is only used in the message).
+    """
+    eps = self._check_input(tf.convert_to_tensor(eps, dtype_hint=self.dtype),
+                            channels=self.latent_size, event_ndims=1,
+                            what='latent')
+    flat, batch_shape = ops.flatten_batch(eps, 1)
+    labels = self.top.check_labels(labels, batch_shape)
+    flat, labels, n = ops.pad_empty_batch(flat, labels)
+    x, ldj = self._decode(flat, labels)
+    x, ldj = x[:n], ldj[:n]
+    x = self._check_finite_images(x, temperature)
+    out = tf.reshape(x, tf.concat([batch_shape, self.image_shape], 0))
+    return out, tf.reshape(ldj, batch_shape)
 
   def _transform(self, value, inverse, labels=None):
     if inverse:
-      value = self._check_input(value, what='image')
-      h, w, _ = self._image_shape
-      if value.shape.rank is not None and value.shape[-3:-1].as_list() not in (
-          [h, w], [None, None], [h, None], [None, w]):
-        raise ValueError(f'{self.name}: images must have shape [..., {h}, {w}, '
-                         f'{self._image_shape[2]}], got {value.shape}.')
-      flat, batch_shape = base.flatten_batch(value, 3)
-      flat = tf.ensure_shape(flat, [None, h, w, self._image_shape[2]])
-      labels = self._check_labels(labels, batch_shape)
-      flat, labels, n = _pad_empty_batch(flat, labels)
-      eps, ldj, _ = self.inverse_pass(flat, labels)
-      eps, ldj = eps[:n], ldj[:n]
-      out = tf.reshape(eps, tf.concat([batch_shape, [self._latent_size]], 0))
-    else:
-      value = self._check_input(value, channels=self._latent_size,
-                                event_ndims=1, what='latent')
-      flat, batch_shape = base.flatten_batch(value, 1)
-      labels = self._check_labels(labels, batch_shape)
-      flat, labels, n = _pad_empty_batch(flat, labels)
-      x, ldj = self.forward_pass(flat, labels)
-      x, ldj = x[:n], ldj[:n]
-      out = tf.reshape(x, tf.concat([batch_shape, self._image_shape], 0))
-    return out, tf.reshape(ldj, batch_shape)
+      parts = self.log_prob_parts(value, labels)
+      return parts.eps, parts.ildj
+    return self.generate(value, labels)
 
   # --- event shapes -------------------------------------------------------------
 
   def _forward_event_shape(self, input_shape):
-    return tf.TensorShape(self._image_shape)
+    return tf.TensorShape(self.image_shape)
 
   def _forward_event_shape_tensor(self, input_shape):
-    return tf.constant(self._image_shape, tf.int32)
+    return tf.constant(self.image_shape, tf.int32)
 
   def _inverse_event_shape(self, output_shape):
-    return tf.TensorShape([self._latent_size])
+    return tf.TensorShape([self.latent_size])
 
   def _inverse_event_shape_tensor(self, output_shape):
-    return tf.constant([self._latent_size], tf.int32)
-
-
-def _pad_empty_batch(flat, labels):
-  """Adds one zero row when the batch is empty; returns it, labels and N.
-
-  `tf.nn.conv2d` of an empty batch returns a wrong channel count on TF's CPU
-  kernels, so an empty batch runs the flow on one dummy row, which the caller
-  slices away (`[:N]`). A batch known to be non-empty is left as it is.
-  """
-  n = tf.shape(flat)[0]
-  if flat.shape[0] is not None and flat.shape[0] > 0:
-    return flat, labels, n
-  extra = tf.cast(tf.equal(n, 0), tf.int32)
-  pad_shape = tf.concat([[extra], tf.shape(flat)[1:]], axis=0)
-  flat = tf.concat([flat, tf.zeros(pad_shape, flat.dtype)], axis=0)
-  if labels is not None:
-    labels = tf.concat([labels, tf.zeros([extra], labels.dtype)], axis=0)
-  return flat, labels, n
+    return tf.constant([self.latent_size], tf.int32)

@@ -8,20 +8,9 @@ them. (Keras 3 layers are invisible to `tf.Module` tracking.)
 import numpy as np
 import tensorflow as tf
 
-from tfp_glow.bijectors import actnorm as actnorm_lib
+from tfp_glow import ops
 
 __all__ = ['ZeroConv2D', 'ZeroLinear', 'GlowNetwork', 'check_network']
-
-
-def conv2d(x, kernel):
-  """SAME-padded stride-1 conv2d that also handles an empty batch.
-
-  (On this CPU build `tf.nn.conv2d` of a batch of 0 returns the wrong channel
-  count; the reshape restores the shape, free of cost otherwise.)
-  """
-  y = tf.nn.conv2d(x, kernel, 1, 'SAME')
-  shape = tf.concat([tf.shape(x)[:3], tf.shape(kernel)[3:]], axis=0)
-  return tf.reshape(y, shape)
 
 
 def _normal(shape, seed, stddev, dtype):
@@ -51,7 +40,7 @@ class ZeroConv2D(tf.Module):
     self.out_channels = out_channels
 
   def __call__(self, x):
-    return self.finish(conv2d(x, tf.cast(self.kernel, x.dtype)))
+    return self.finish(ops.conv2d(x, tf.cast(self.kernel, x.dtype)))
 
   def finish(self, y):
     """Bias and gain applied to the raw convolution `y`."""
@@ -119,8 +108,7 @@ class GlowNetwork(tf.Module):
     for arg, value in [('in_channels', in_channels),
                        ('out_channels', out_channels),
                        ('hidden_width', hidden_width)]:
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'`{arg}` must be a positive integer, got {value!r}.')
+      ops.check_positive_int(arg, value)
     seeds = np.random.SeedSequence(seed).generate_state(2)
     self.in_channels = in_channels
     self.out_channels = out_channels
@@ -128,22 +116,22 @@ class GlowNetwork(tf.Module):
     self.kernel1 = tf.Variable(
         _normal([3, 3, in_channels, hidden_width], seeds[0], 0.05, dtype),
         name=f'{name}/conv1/kernel')
-    self.actnorm1 = actnorm_lib.ActNorm(hidden_width, dtype=dtype,
-                                        name=f'{name}_actnorm1')
+    self.actnorm1 = ops.ActNormState(hidden_width, dtype=dtype,
+                                     name=f'{name}_actnorm1')
     self.kernel2 = tf.Variable(
         _normal([1, 1, hidden_width, hidden_width], seeds[1], 0.05, dtype),
         name=f'{name}/conv2/kernel')
-    self.actnorm2 = actnorm_lib.ActNorm(hidden_width, dtype=dtype,
-                                        name=f'{name}_actnorm2')
+    self.actnorm2 = ops.ActNormState(hidden_width, dtype=dtype,
+                                     name=f'{name}_actnorm2')
     self.out = ZeroConv2D(hidden_width, out_channels, 3, dtype=dtype,
                           name=f'{name}_zero_conv')
 
   def __call__(self, x):
-    if self.compute_dtype is not None and not actnorm_lib.init_active():
+    if self.compute_dtype is not None and not ops.init_active():
       return self._call_reduced_precision(x)
-    h = conv2d(x, self.kernel1)
+    h = ops.conv2d(x, self.kernel1)
     h = tf.nn.relu(self.actnorm1.normalize(h))
-    h = conv2d(h, self.kernel2)
+    h = ops.conv2d(h, self.kernel2)
     h = tf.nn.relu(self.actnorm2.normalize(h))
     return self.out(h)
 
@@ -156,7 +144,7 @@ class GlowNetwork(tf.Module):
       scale = tf.exp(actnorm.log_scale)
       h = tf.nn.conv2d(h, tf.cast(kernel * scale, low), 1, 'SAME')
       h = tf.nn.relu(tf.nn.bias_add(h, tf.cast(actnorm.bias * scale, low)))
-    y = tf.cast(conv2d(h, tf.cast(self.out.kernel, low)), x.dtype)
+    y = tf.cast(ops.conv2d(h, tf.cast(self.out.kernel, low)), x.dtype)
     return self.out.finish(y)
 
 
@@ -177,4 +165,4 @@ def check_network(network, what):
         f'{what} is a Keras layer ({type(network).__name__}). Keras 3 '
         'variables are invisible to tf.Module tracking, so its weights would '
         'silently never train. Pass a tf.Module (or a function of one) whose '
-        'parameters are tf.Variables, e.g. tfp_glow.networks.GlowNetwork.')
+        'parameters are tf.Variables, e.g. tfp_glow.nn.GlowNetwork.')
