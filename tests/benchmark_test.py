@@ -1,10 +1,15 @@
-"""Runs bin/benchmark.py at a tiny size so that it cannot rot.
+"""The benchmark: its FLOP count, and a tiny run so that it cannot rot.
+
+The FLOP count is checked by hand on a tiny architecture, at two split
+fractions: it must follow `split_fraction` (the benchmark's own walk once
+ignored it), which holds because it reads `tfp_glow.architecture.plan`.
 
 One subprocess run of `bin/benchmark.py --quick` (8x8x1, L=2, K=2, width 16,
-graph mode, 2 repeats; about 30 s on a quiet 2-core machine): it must exit 0,
-print the table with a finite time for every (op, library), and write the JSON
-with the convolution roofline, the Conv2D op counts and the peak RSS of the
-training step.
+graph mode, 2 repeats; about 30 s on a quiet 2-core machine) goes through the
+launcher, the program and its RSS child (`python -m
+tfp_glow.programs.benchmark`): it must exit 0, print the table with a finite
+time for every (op, library), and write the JSON with the convolution
+roofline, the Conv2D op counts and the peak RSS of the training step.
 """
 
 import json
@@ -17,9 +22,67 @@ import sys
 
 import pytest
 
+from tfp_glow import architecture
+from tfp_glow.benchmark import config
+from tfp_glow.benchmark import flops
+from tfp_glow.benchmark import report
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / 'bin' / 'benchmark.py'
 OPS = ('log_prob', 'train', 'sample')
+
+
+def _tiny(split_fraction):
+  return config.Config(image_size=4, channels=1, levels=2, steps_per_level=1,
+                       hidden_width=4, batch_size=1,
+                       split_fraction=split_fraction)
+
+
+def _conv(h, w, k, cin, cout):
+  return 2 * h * w * k * k * cin * cout
+
+
+def test_flops_follow_split_fraction_by_hand():
+  """4x4x1, L=2, K=1, width 4; affine couplings, invertible 1x1 convs."""
+  # Level 0 is the same at both fractions: 2x2x4, coupling on 2 of 4 channels.
+  level0_steps = (_conv(2, 2, 3, 2, 4)      # conv1 3x3, 2 -> width
+                  + _conv(2, 2, 1, 4, 4)    # conv2 1x1, width -> width
+                  + _conv(2, 2, 3, 4, 4)    # zero conv 3x3, width -> 2 x 2
+                  + _conv(2, 2, 1, 4, 4))   # invertible 1x1, 4 -> 4
+  # split 0.5: 2 exit, 2 kept; the prior maps the 2 kept to 2 x 2 exit.
+  # Level 1: 1x1x8, coupling on 4 of 8 channels.
+  half = (level0_steps + _conv(2, 2, 3, 2, 4)
+          + _conv(1, 1, 3, 4, 4) + _conv(1, 1, 1, 4, 4)
+          + _conv(1, 1, 3, 4, 8) + _conv(1, 1, 1, 8, 8))
+  # split 0.25: int(4 * 0.25) = 1 exits, 3 kept; the prior maps 3 -> 2 x 1.
+  # Level 1: 1x1x12, coupling on 6 of 12 channels.
+  quarter = (level0_steps + _conv(2, 2, 3, 3, 2)
+             + _conv(1, 1, 3, 6, 4) + _conv(1, 1, 1, 4, 4)
+             + _conv(1, 1, 3, 4, 12) + _conv(1, 1, 1, 12, 12))
+  assert (half, quarter) == (3584, 4032)
+  assert flops.forward_flops_per_image(_tiny(0.5)) == half
+  assert flops.forward_flops_per_image(_tiny(0.25)) == quarter
+
+
+def test_flops_are_the_plans():
+  cfg = config.Config.from_preset('cifar')
+  want = architecture.plan((32, 32, 3), levels=3, steps_per_level=8,
+                           hidden_width=400).forward_flops_per_image()
+  assert flops.forward_flops_per_image(cfg) == want
+  # The figure docs/BENCHMARKS.md quotes.
+  assert round(want / 1e9, 3) == 1.327
+  assert flops.gflops_per_second(cfg, 'train', 1e3) == pytest.approx(
+      3 * want * 16 / 1e9)
+
+
+def test_no_library_module_imports_the_programs():
+  """Imports flow downward: the library never depends on the programs."""
+  pattern = re.compile(r'^\s*(from|import)\s+tfp_glow(\.programs|\s+import'
+                       r'\s+.*\bprograms\b)', re.M)
+  for path in (ROOT / 'tfp_glow').rglob('*.py'):
+    if 'programs' in path.relative_to(ROOT / 'tfp_glow').parts:
+      continue
+    assert not pattern.search(path.read_text()), path
 
 
 @pytest.fixture(scope='module')
@@ -52,6 +115,8 @@ def test_prints_table_with_finite_times(quick_run):
   assert {'tfp_glow', 'tfp_glow_bf16', 'tfb'} <= set(libs)
   assert seen == {(op, lib) for op in OPS for lib in libs}
   assert rows[0] in markdown
+  # The table is a function of the JSON alone: it can be re-rendered.
+  assert report.render(results) + '\n' == markdown
 
 
 def test_json_has_every_measurement(quick_run):
@@ -66,6 +131,22 @@ def test_json_has_every_measurement(quick_run):
       assert math.isfinite(best['median_ms']) and best['median_ms'] > 0
       assert math.isfinite(best['fraction']) and best['fraction'] > 0
   assert results['rss']['tfp_glow']['peak_rss_mb'] > 0
+  assert results['command'].startswith(os.path.join('bin', 'benchmark.py'))
+
+
+def test_roofline_times_the_plans_convolutions(quick_run):
+  _, results, _ = quick_run
+  cfg = results['config']
+  plan = architecture.plan(
+      (cfg['image_size'], cfg['image_size'], cfg['channels']),
+      levels=cfg['levels'], steps_per_level=cfg['steps_per_level'],
+      hidden_width=cfg['hidden_width'],
+      split_fraction=cfg['split_fraction'])
+  keys = ('level', 'what', 'h', 'w', 'k', 'cin', 'cout', 'count', 'flops')
+  assert [{k: r[k] for k in keys} for r in results['conv_roofline']] == (
+      plan.conv_shapes())
+  assert results['forward_gflop_per_image'] == pytest.approx(
+      plan.forward_flops_per_image() / 1e9)
 
 
 def test_conv2d_counts(quick_run):

@@ -1,0 +1,81 @@
+"""Peak resident memory of a training step, each measured in a fresh process.
+
+A process's peak only grows, so a model measured after others were built
+would report their memory too: every measurement runs in a child process that
+builds one model, runs its step and reports. The program decides how the
+child is launched (this library never names the program layer); the child
+prints one marker line with its JSON result, which `run_child` parses. A
+further measurement (another model size, another backprop mode, time per
+step) is another child body beside `train_step_rss`, reported the same way.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from tfp_glow.benchmark import models
+from tfp_glow.benchmark import timing
+
+__all__ = ['MARKER', 'peak_rss_mb', 'train_step_rss', 'print_child_result',
+           'run_child']
+
+MARKER = 'RSS_JSON '
+
+
+def peak_rss_mb():
+  """Peak resident memory of this process, MB.
+
+  VmHWM (Linux) rather than getrusage's ru_maxrss: a child process inherits
+  its parent's ru_maxrss across fork + exec, which would hide its own peak.
+  """
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3):
+  """Builds one library's model in this process and runs its training step.
+
+  Meant to run alone in a fresh process. Returns the peak RSS before
+  anything was built, after the model was built, and after `steps` steps.
+  """
+  before = peak_rss_mb()
+  x = models.images(cfg, seed)
+  model = models.build(library, cfg, x, seed=seed,
+                       learning_rate=learning_rate)
+  built = peak_rss_mb()
+  fn = model.function('train', mode)
+  batch = tf.constant(x[:cfg.batch_size])
+  for _ in range(steps):
+    timing.sync(fn(batch))
+  return dict(library=library, mode=mode, rss_start_mb=before,
+              rss_built_mb=built, peak_rss_mb=peak_rss_mb())
+
+
+def print_child_result(result):
+  """The child's report: one marker line on stdout."""
+  print(MARKER + json.dumps(result), flush=True)
+
+
+def run_child(command, env=None, describe=None):
+  """Runs `command` (a child that calls `print_child_result`) to completion.
+
+  Returns its result dict; on failure, writes the tail of its output to
+  stderr and returns `describe` (a dict saying what was measured) with an
+  `error` entry, so one failed child does not lose the other results.
+  """
+  proc = subprocess.run(command, capture_output=True, text=True, env=env,
+                        check=False)
+  for line in proc.stdout.splitlines():
+    if line.startswith(MARKER):
+      return json.loads(line[len(MARKER):])
+  sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+  return dict(describe or {}, error=f'exit {proc.returncode}')

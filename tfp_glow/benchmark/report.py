@@ -1,0 +1,113 @@
+"""The results as a Markdown table, and the files a run writes.
+
+`render` is a list of sections, each a function of the results dict that
+returns its lines (or none when its measurement was not run), so a new
+measurement adds a section without touching the others. The output of the
+existing sections is what docs/BENCHMARKS.md quotes: keep it stable.
+"""
+
+import json
+import os
+import platform
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+__all__ = ['render', 'machine_info', 'write']
+
+
+def _fmt(v, spec='.1f'):
+  return '-' if v is None else format(v, spec)
+
+
+def _header(results):
+  cfg = results['config']
+  mix = results['conv_mix']
+  return [
+      f"Configuration: {cfg['image_size']}x{cfg['image_size']}x"
+      f"{cfg['channels']}, L={cfg['levels']}, K={cfg['steps_per_level']}, "
+      f"width {cfg['hidden_width']}, batch {cfg['batch_size']}; forward "
+      f"{results['forward_gflop_per_image']:.3f} GFLOP/image; median of "
+      f"{results['repeats']} after {results['warmup']} warm-up calls.",
+      f"Attainable float32 convolution throughput (the model's own "
+      f"convolutions as plain tf.nn.conv2d, timed in the same rounds): "
+      f"{mix['attainable_f32_gflops']:.0f} GFLOP/s ("
+      + ', '.join(f"{k[:-7].replace('_', ' ')} {v:.0f}"
+                  for k, v in mix.items()
+                  if k.endswith('_gflops') and not k.startswith('attainable'))
+      + ' GFLOP/s).']
+
+
+def _timing_table(results):
+  lines = ['| op | library | best mode | ms (median) | first call s '
+           '| other mode ms | GFLOP/s | of attainable f32 |',
+           '|---|---|---|---:|---:|---:|---:|---:|']
+  for op in results['ops']:
+    for lib in results['libraries']:
+      best = results['best'].get(lib, {}).get(op)
+      if best is None:
+        continue
+      per_mode = results['timings'][lib][op]
+      others = [f"{m} {per_mode[m]['median_ms']:.1f}" for m in per_mode
+                if m != best['mode'] and per_mode[m].get('median_ms')]
+      lines.append(
+          f"| {op} | {lib} | {best['mode']} | {best['median_ms']:.1f} | "
+          f"{per_mode[best['mode']]['first_call_s']:.1f} | "
+          f"{', '.join(others) or '-'} | {_fmt(best.get('gflops'), '.0f')} | "
+          f"{_fmt(best.get('fraction'), '.0%')} |")
+  return lines
+
+
+def _model_table(results):
+  lines = ['| library | parameters | Conv2D ops log_prob | Conv2D ops '
+           'sample | peak RSS train step (MB) | note |',
+           '|---|---:|---:|---:|---:|---|']
+  for lib in results['libraries']:
+    info = results['models'][lib]
+    rss = results.get('rss', {}).get(lib, {})
+    lines.append(
+        f"| {lib} | {info['parameters']:,} | "
+        f"{_fmt(info.get('conv2d_log_prob'), 'd')} | "
+        f"{_fmt(info.get('conv2d_sample'), 'd')} | "
+        f"{_fmt(rss.get('peak_rss_mb'), '.0f')} "
+        f"{'(' + rss['mode'] + ')' if rss.get('mode') else ''} | "
+        f"{info.get('note', '')} |")
+  return lines
+
+
+# In output order; each returns a list of lines, empty to leave it out.
+SECTIONS = (_header, _timing_table, _model_table)
+
+
+def render(results):
+  """The Markdown table(s) of a results dict: sections, a blank line apart."""
+  blocks = [section(results) for section in SECTIONS]
+  return '\n\n'.join('\n'.join(lines) for lines in blocks if lines)
+
+
+def _cpu_name():
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def machine_info():
+  """What the figures depend on besides the code: CPU, cores, versions."""
+  return dict(platform=platform.platform(), cpu=_cpu_name(),
+              cores=os.cpu_count(), tensorflow=tf.__version__,
+              tfp=tfp.__version__, python=platform.python_version())
+
+
+def write(results, table, json_out=None, markdown_out=None):
+  """Writes the results as JSON and the table as Markdown, where asked."""
+  if json_out:
+    with open(json_out, 'w') as f:
+      json.dump(results, f, indent=1, default=str)
+  if markdown_out:
+    with open(markdown_out, 'w') as f:
+      f.write(table + '\n')

@@ -1,0 +1,164 @@
+"""The comparison run: every (library, operation, mode) in interleaved rounds.
+
+`run` builds each library's model, compiles each operation in each mode (the
+first call, trace + compile + run, is reported apart), adds the model's own
+convolutions as a plain mix (the machine's limit, see `roofline`), then times
+all of them in the same rounds and keeps each library's best mode per
+operation. `measure_rss` then measures each library's training step in a
+fresh process. Both fill one results dict, whose keys docs/BENCHMARKS.md and
+earlier JSON files use; a further measurement (a memory table over model
+sizes, the training program's steps/s against the bare step) is a further
+function here that adds its own key, rendered by its own `report` section.
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Tuple
+
+import tensorflow as tf
+
+from tfp_glow.benchmark import flops
+from tfp_glow.benchmark import memory
+from tfp_glow.benchmark import models
+from tfp_glow.benchmark import report
+from tfp_glow.benchmark import roofline
+from tfp_glow.benchmark import timing
+
+__all__ = ['Options', 'run', 'measure_rss']
+
+_log = functools.partial(print, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """How a run measures (the `Config` says what)."""
+  libraries: Tuple[str, ...] = ('tfp_glow', 'tfp_glow_bf16', 'tfb')
+  ops: Tuple[str, ...] = ('log_prob', 'train', 'sample')
+  modes: Tuple[str, ...] = ('graph', 'xla')
+  repeats: int = 7
+  warmup: int = 2
+  conv_roofline: bool = True    # each convolution shape alone, first
+  conv_repeats: int = 15
+  bf16_mix: bool = True         # a bfloat16 convolution mix beside float32
+  seed: int = 0
+  learning_rate: float = 1e-4
+
+
+def run(cfg, options, command='', log=_log):
+  """Times the libraries against each other and the machine's limit.
+
+  Returns the results dict (without `rss`, `this_process_peak_rss_mb` and
+  `wall_s`, which the caller adds). The models and compiled functions are
+  freed on return, so a later child-process measurement starts from a
+  process that holds none of them.
+  """
+  o = options
+  results = dict(
+      config=cfg.as_dict(), repeats=o.repeats, warmup=o.warmup,
+      modes=list(o.modes), ops=list(o.ops), libraries=list(o.libraries),
+      command=command, machine=report.machine_info(),
+      forward_gflop_per_image=flops.forward_flops_per_image(cfg) / 1e9)
+  log(f'Config {cfg.as_dict()}; modes {list(o.modes)}; libraries '
+      f'{list(o.libraries)}')
+
+  # The machine's limit first (a quiet process, nothing else built yet).
+  if o.conv_roofline:
+    rows, summary = roofline.measure_conv_roofline(cfg, o.modes,
+                                                   o.conv_repeats)
+    results['conv_roofline'] = rows
+    results['conv_roofline_summary'] = summary
+    log('conv roofline:', {k: round(v, 1) for k, v in summary.items()})
+
+  x_all = models.images(cfg, o.seed)
+  x = tf.constant(x_all[:cfg.batch_size])
+  seed = tf.constant([o.seed, 1], tf.int32)
+  fns, timings = {}, {}
+  results['models'] = {}
+  for lib in o.libraries:
+    t0 = time.perf_counter()
+    model = models.build(lib, cfg, x_all, seed=o.seed,
+                         learning_rate=o.learning_rate)
+    info = dict(parameters=model.parameters,
+                variables=len(model.variables),
+                tracked_variables=model.tracked_variables,
+                build_s=time.perf_counter() - t0, note=model.note)
+    results['models'][lib] = info
+    timings[lib] = {}
+    for op in o.ops:
+      timings[lib][op] = {}
+      for mode in o.modes:
+        fn = model.function(op, mode)
+        args = (seed,) if op == 'sample' else (x,)
+        try:
+          first = timing.timed(fn, args)
+        except Exception as e:  # pylint: disable=broad-except
+          msg = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+          log(f'{lib} {op} {mode}: FAILED {msg}')
+          timings[lib][op][mode] = dict(error=msg)
+          continue
+        fns[(lib, op, mode)] = (fn, args)
+        timings[lib][op][mode] = dict(first_call_s=first, times_ms=[])
+        log(f'{lib} {op} {mode}: first call {first:.1f} s')
+    if 'log_prob' in o.ops or 'sample' in o.ops:
+      info.update(models.conv2d_counts(model, x, seed))
+
+  # The machine's limit in the same rounds: the model's convolutions, plain.
+  timings['conv_mix'] = {}
+  for dtype_name, mode in roofline.mix_kinds(o.modes, o.bf16_mix):
+    fn = roofline.conv_mix_function(cfg, mode, dtype_name)
+    first = timing.timed(fn)
+    fns[('conv_mix', dtype_name, mode)] = (fn, ())
+    timings['conv_mix'].setdefault(dtype_name, {})[mode] = dict(
+        first_call_s=first, times_ms=[])
+
+  for (a, b, c), times_ms in timing.interleaved_rounds(
+      fns, o.warmup, o.repeats).items():
+    timings[a][b][c]['times_ms'] = times_ms
+
+  mix = roofline.summarize_mix(cfg, timings['conv_mix'])
+  results['conv_mix'] = mix
+  results['timings'] = timings
+  results['best'] = _best(cfg, o, timings, mix['attainable_f32_gflops'])
+  return results
+
+
+def _best(cfg, options, timings, attainable):
+  """Each library's fastest mode per operation, its GFLOP/s and the
+  fraction of the attainable float32 throughput; fills in the medians."""
+  best = {}
+  for lib in options.libraries:
+    best[lib] = {}
+    for op in options.ops:
+      cands = []
+      for mode, t in timings[lib][op].items():
+        if t.get('times_ms'):
+          t['median_ms'] = timing.median_ms(t['times_ms'])
+          cands.append((t['median_ms'], mode))
+      if not cands:
+        continue
+      ms, mode = min(cands)
+      gflops = flops.gflops_per_second(cfg, op, ms)
+      best[lib][op] = dict(mode=mode, median_ms=ms, gflops=gflops,
+                           fraction=gflops / attainable)
+  return best
+
+
+def measure_rss(results, libraries, child_command, env=None, log=_log):
+  """Peak RSS of each library's training step, one fresh process each.
+
+  Each library is measured in its best training mode of `results` (the first
+  mode run when `train` was not timed). `child_command(library, mode)` is the
+  command line of a process that calls `memory.train_step_rss` and
+  `memory.print_child_result`. Returns library -> result.
+  """
+  rss = {}
+  for lib in results['libraries']:
+    if lib not in libraries:
+      continue
+    mode = results['best'][lib].get('train', {}).get(
+        'mode', results['modes'][0])
+    rss[lib] = memory.run_child(child_command(lib, mode), env=env,
+                                describe=dict(library=lib, mode=mode))
+    log(f'{lib} peak RSS: {rss[lib]}')
+  return rss

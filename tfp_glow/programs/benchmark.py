@@ -1,0 +1,226 @@
+r"""Benchmark: tfp_glow against TFP's `tfb.Glow`, and the machine's own limit.
+
+Builds the same Glow architecture in `tfp_glow` and in TFP's `tfb.Glow`
+(`GlowDefaultNetwork` at the same hidden width, `GlowDefaultExitNetwork` priors)
+and times, in one process, interleaved, the median of `--repeats` calls after
+`--warmup` calls, with the first call (trace + compile + run) reported
+separately:
+
+  log_prob   `dist.log_prob(x)` of a batch of images;
+  train      one training step: gradient of the mean negative log-likelihood
+             and a Keras Adam update, inside the compiled function;
+  sample     `dist.sample(batch)` (noise drawn inside the function).
+
+Each library runs in every mode of `--modes` (`graph`: `tf.function`, TF's
+default oneDNN kernels; `xla`: `tf.function(jit_compile=True)`); the table
+keeps each library's best mode per operation and says which won.
+
+The limit of the machine, measured in the same run: the model's own
+convolutions (coupling networks, invertible 1x1 convolutions, split priors:
+every convolution of one pass, each with its own kernel) as plain
+`tf.nn.conv2d` in one function, float32 under oneDNN (graph) and XLA, and
+bfloat16 under oneDNN, timed in the same interleaved rounds as the models, so
+that both see the same machine load. FLOPs are counted from the architecture
+plan: 2 x multiply-adds of every convolution of one pass, elementwise work not
+counted; a training step counts 3 x the forward FLOPs (forward, gradient with
+respect to the inputs, gradient with respect to the weights); sampling counts
+the same as `log_prob`. The attainable throughput is the convolution mix's
+FLOPs over its time, the better of float32 graph and XLA; each operation's
+achieved FLOP/s is reported as a fraction of it. Before the rounds, each
+distinct convolution shape is also timed alone (JSON `conv_roofline`, e.g.
+the 1x1 400->400 layer at 16x16).
+
+Also reported: parameter counts; the number of Conv2D ops in each library's
+`log_prob` and `sample` graphs (TFP's RealNVP evaluates every coupling network
+twice per `log_prob`); the peak resident memory (RSS) of a process that builds
+the model and runs the training step, measured in a fresh subprocess per
+library (this module again, with `--rss_child`); and, with
+`--mixed_precision`, tfp_glow's mixed-precision option (`tfp_glow_bf16`:
+`glow_distribution(..., compute_dtype=tf.bfloat16)`, the coupling networks'
+convolutions in bfloat16; ActNorm steps, log-dets, invertible 1x1
+convolutions and priors in float32).
+
+Usage:
+
+  python bin/benchmark.py                    # CIFAR-shaped 32x32x3, L=3, K=8,
+                                             # width 400, batch 16
+  python bin/benchmark.py --preset=paper     # the paper's K=32, width 512
+  python bin/benchmark.py --preset=digits    # 8x8x1 digits configuration
+  python bin/benchmark.py --quick            # a tiny smoke run (seconds)
+  python bin/benchmark.py --json_out=/tmp/bench.json --markdown_out=/tmp/b.md
+
+Explicit flags override the preset's values. The PyTorch port is not run
+here (see docs/BENCHMARKS.md for its reference figures). The measurements
+themselves live in `tfp_glow.benchmark`.
+"""
+
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from tfp_glow.benchmark import config
+from tfp_glow.benchmark import memory
+from tfp_glow.benchmark import report
+from tfp_glow.benchmark import suite
+
+# The module a child process runs: this program, by module name, so that it
+# finds tfp_glow the same way whether launched from bin/ or as a script.
+_MODULE = 'tfp_glow.programs.benchmark'
+_ARCHITECTURE_FLAGS = ('image_size', 'channels', 'levels', 'steps_per_level',
+                       'hidden_width', 'batch_size')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum('preset', 'cifar', list(config.PRESETS),
+                  'Architecture preset; explicit flags below override it.')
+flags.DEFINE_integer('image_size', None, 'Image height = width (preset).')
+flags.DEFINE_integer('channels', None, 'Image channels (preset).')
+flags.DEFINE_integer('levels', None, 'L, levels of the multi-scale flow.')
+flags.DEFINE_integer('steps_per_level', None, 'K, steps of flow per level.')
+flags.DEFINE_integer('hidden_width', None,
+                     'Hidden width of the coupling networks.')
+flags.DEFINE_integer('batch_size', None, 'Batch size of every operation.')
+flags.DEFINE_integer('repeats', 7, 'Timed calls per (library, mode, op); the '
+                     'median is reported.')
+flags.DEFINE_integer('warmup', 2, 'Untimed calls after the first (compile) '
+                     'call.')
+flags.DEFINE_list('modes', ['graph', 'xla'],
+                  'Execution modes: graph (tf.function) and/or xla '
+                  '(tf.function(jit_compile=True)).')
+flags.DEFINE_list('ops', ['log_prob', 'train', 'sample'], 'Operations timed.')
+flags.DEFINE_list('peers', ['tfb'], "Peers timed against tfp_glow: 'tfb' "
+                  "(tfp.bijectors.Glow), or empty.")
+flags.DEFINE_bool('mixed_precision', True, 'Also time tfp_glow with '
+                  'compute_dtype=bfloat16 (tfp_glow_bf16).')
+flags.DEFINE_bool('conv_roofline', True, 'Before the rounds, time plain '
+                  "tf.nn.conv2d on each distinct convolution shape alone.")
+flags.DEFINE_integer('conv_repeats', 15, 'Timed calls per convolution shape.')
+flags.DEFINE_bool('rss', True, 'Measure the peak RSS of the training step in '
+                  'a fresh subprocess per library.')
+flags.DEFINE_list('rss_libraries', [], 'Libraries whose RSS is measured '
+                  '(default: all; with --quick: tfp_glow).')
+flags.DEFINE_float('learning_rate', 1e-4, 'Adam learning rate of the step.')
+flags.DEFINE_integer('seed', 0, 'Seed of weights and data.')
+flags.DEFINE_bool('quick', False, 'Tiny smoke run (for the test): '
+                  '--preset=quick, --modes=graph, 2 repeats, 1 warm-up, 3 '
+                  'convolution repeats, unless given explicitly.')
+flags.DEFINE_string('json_out', None, 'Write all results as JSON here.')
+flags.DEFINE_string('markdown_out', None, 'Write the table as Markdown here.')
+# Internal: the RSS child process.
+flags.DEFINE_string('rss_child', None, 'Internal: measure the training '
+                    "step's peak RSS of this library and exit.")
+flags.DEFINE_string('rss_mode', 'xla', 'Internal: mode of --rss_child.')
+
+
+def _config():
+  """The architecture: the preset's values overridden by explicit flags."""
+  preset = 'quick' if FLAGS.quick and not FLAGS['preset'].present else (
+      FLAGS.preset)
+  return config.Config.from_preset(
+      preset, **{key: FLAGS[key].value for key in _ARCHITECTURE_FLAGS})
+
+
+def _quick_default(name, quick_value):
+  """The flag's value; with --quick, `quick_value` unless given explicitly."""
+  if FLAGS.quick and not FLAGS[name].present:
+    return quick_value
+  return FLAGS[name].value
+
+
+def _options():
+  """The run's options from the flags, checked."""
+  modes = [m for m in _quick_default('modes', ['graph']) if m]
+  ops = [o for o in FLAGS.ops if o]
+  if not modes:
+    raise app.UsageError(f'--modes: give at least one of {config.MODES}.')
+  for m in modes:
+    if m not in config.MODES:
+      raise app.UsageError(
+          f'--modes: unknown mode {m!r} (choose from {config.MODES}).')
+  for o in ops:
+    if o not in config.OPS:
+      raise app.UsageError(
+          f'--ops: unknown op {o!r} (choose from {config.OPS}).')
+  libraries = ['tfp_glow']
+  if FLAGS.mixed_precision:
+    libraries.append('tfp_glow_bf16')
+  for p in FLAGS.peers:
+    if p not in ('tfb', ''):
+      raise app.UsageError(f"--peers: unknown peer {p!r} (only 'tfb').")
+    if p:
+      libraries.append(p)
+  return suite.Options(
+      libraries=tuple(libraries), ops=tuple(ops), modes=tuple(modes),
+      repeats=_quick_default('repeats', 2),
+      warmup=_quick_default('warmup', 1),
+      conv_roofline=FLAGS.conv_roofline,
+      conv_repeats=_quick_default('conv_repeats', 3),
+      bf16_mix=FLAGS.mixed_precision, seed=FLAGS.seed,
+      learning_rate=FLAGS.learning_rate)
+
+
+def _command():
+  """How this run was started, relative to the checkout it runs from."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  return ' '.join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:])
+
+
+def _rss_child_command(cfg, library, mode):
+  """This program again, measuring one library's training step."""
+  cmd = [sys.executable, '-m', _MODULE, f'--rss_child={library}',
+         f'--rss_mode={mode}', f'--preset={cfg.preset}',
+         f'--seed={FLAGS.seed}', f'--learning_rate={FLAGS.learning_rate}']
+  cmd += [f'--{key}={getattr(cfg, key)}' for key in _ARCHITECTURE_FLAGS]
+  return cmd
+
+
+def main(argv):
+  del argv
+  cfg = _config()
+  if FLAGS.rss_child:
+    memory.print_child_result(memory.train_step_rss(
+        FLAGS.rss_child, FLAGS.rss_mode, cfg, seed=FLAGS.seed,
+        learning_rate=FLAGS.learning_rate))
+    return 0
+  options = _options()
+  t_start = time.perf_counter()
+  # One tf.function per (library, op, mode) is by design: no retracing noise.
+  tf.get_logger().setLevel('ERROR')
+  results = suite.run(cfg, options, command=_command())
+  if FLAGS.rss:
+    rss_libraries = [l for l in FLAGS.rss_libraries if l] or list(
+        options.libraries)
+    if FLAGS.quick and not FLAGS['rss_libraries'].present:
+      rss_libraries = ['tfp_glow']
+    results['rss'] = suite.measure_rss(
+        results, rss_libraries,
+        lambda lib, mode: _rss_child_command(cfg, lib, mode),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  results['this_process_peak_rss_mb'] = memory.peak_rss_mb()
+  results['wall_s'] = time.perf_counter() - t_start
+
+  table = report.render(results)
+  print()
+  print(table)
+  print(f"\nTotal wall time {results['wall_s']:.0f} s.")
+  report.write(results, table, FLAGS.json_out, FLAGS.markdown_out)
+  return 0
+
+
+def run():
+  """Entry point of bin/benchmark.py and the console script.
+
+  absl's `--help` lists the flags of the main module, which for a launcher
+  is the launcher (no flags of its own): this module's flags are made its.
+  """
+  for flag in FLAGS.get_key_flags_for_module(__name__):
+    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
