@@ -1,4 +1,5 @@
-"""Tests for tfp_glow.data: digits, TFDS (mocked, never the network), folders, PNGs."""
+"""Tests for tfp_glow.data (digits, TFDS mocked and never the network, folders) and
+tfp_glow.images (PNG grids)."""
 
 import logging
 import math
@@ -12,6 +13,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tfp_glow import data
+from tfp_glow import images
+from tfp_glow.data import digits as data_digits
+from tfp_glow.data import folder as data_folder
+from tfp_glow.data import tfds as data_tfds
 
 
 def _epoch(ds):
@@ -23,7 +28,7 @@ def _epoch(ds):
 
 
 def _digits(idx):
-  images, labels = data._digits_arrays()  # pylint: disable=protected-access
+  images, labels = data_digits._digits_arrays()  # pylint: disable=protected-access
   return images[idx][..., None], labels[idx]
 
 
@@ -154,7 +159,7 @@ def test_unknown_dataset_and_split_list_the_choices():
 
 
 def test_tfds_split_mapping():
-  split = data._tfds_split  # pylint: disable=protected-access
+  split = data_tfds._tfds_split  # pylint: disable=protected-access
   assert split('mnist', 'train', ('train', 'test'), 0.1) == 'train[:90%]'
   assert split('mnist', 'validation', ('train', 'test'), 0.1) == 'train[90%:]'
   assert split('mnist', 'train_full', ('train', 'test'), 0.1) == 'train'
@@ -290,8 +295,8 @@ def test_folder_resize_and_crop_give_the_requested_shape(tmp_path):
   stripes = np.zeros((10, 30), np.uint8)
   stripes[:, 10:20] = 255
   Image.fromarray(stripes).save(tmp_path / 'stripes.png')
-  crop = data._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'crop')  # pylint: disable=protected-access
-  stretch = data._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'resize')  # pylint: disable=protected-access
+  crop = data_folder._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'crop')  # pylint: disable=protected-access
+  stretch = data_folder._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'resize')  # pylint: disable=protected-access
   assert crop.min() == 255  # Only the white centre third survives the square crop.
   assert stretch.min() == 0
 
@@ -361,17 +366,17 @@ def test_postprocess_inverts_dequantisation():
 
 
 def test_save_grid_png(tmp_path):
-  images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
-  path = data.save_grid_png(images, str(tmp_path / 'out' / 'grid.png'), nrow=3)
+  images_in = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+  path = images.save_grid_png(images_in, str(tmp_path / 'out' / 'grid.png'), nrow=3)
   grid = np.asarray(Image.open(path))
   assert grid.shape == (2 * 5 + 1, 3 * 7 + 1, 3)
-  np.testing.assert_array_equal(grid[1:5, 1:7], images[0])
-  np.testing.assert_array_equal(grid[6:10, 8:14], images[4])
+  np.testing.assert_array_equal(grid[1:5, 1:7], images_in[0])
+  np.testing.assert_array_equal(grid[6:10, 8:14], images_in[4])
   assert os.listdir(tmp_path / 'out') == ['grid.png']  # No temporary file left over.
-  grey = data.save_grid_png(images[..., :1], str(tmp_path / 'grey.png'))
+  grey = images.save_grid_png(images_in[..., :1], str(tmp_path / 'grey.png'))
   assert Image.open(grey).mode == 'L'
   with pytest.raises(TypeError, match='postprocess'):
-    data.save_grid_png(images.astype(np.float32), str(tmp_path / 'x.png'))
+    images.save_grid_png(images_in.astype(np.float32), str(tmp_path / 'x.png'))
 
 
 def _np_shift(img, dy, dx):
