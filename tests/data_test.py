@@ -97,14 +97,69 @@ def test_dequantize_images_exact_at_the_bin_edges():
     assert float(tf.reduce_min(x)) >= -0.5 and float(tf.reduce_max(x)) < 0.5
 
 
-def test_fresh_noise_each_epoch_reproducible_with_seed():
-  ds, _ = data.load('digits', 'test', batch_size=128, shuffle=False, seed=7)
+def _by_image(x, n_bins=17):
+  """Examples sorted by their integer image, so epochs in different orders compare."""
+  ints = np.floor((x + 0.5) * n_bins).astype(np.uint8)
+  order = sorted(range(len(x)), key=lambda i: ints[i].tobytes())
+  return ints[order], x[order]
+
+
+def test_training_noise_fresh_each_epoch_reproducible_with_seed():
+  ds, _ = data.load('digits', 'test', batch_size=128, shuffle=True, seed=7)
   first, second = _epoch(ds), _epoch(ds)
-  assert not np.allclose(first, second)
-  np.testing.assert_array_equal(np.floor((first + 0.5) * 17),
-                                np.floor((second + 0.5) * 17))
-  again, _ = data.load('digits', 'test', batch_size=128, shuffle=False, seed=7)
+  (ints1, x1), (ints2, x2) = _by_image(first), _by_image(second)
+  # The same images (all 360 digits differ), with new noise on them, not just reordered.
+  np.testing.assert_array_equal(ints1, ints2)
+  assert not np.allclose(x1, x2)
+  again, _ = data.load('digits', 'test', batch_size=128, shuffle=True, seed=7)
   np.testing.assert_array_equal(_epoch(again), first)
+
+
+def test_evaluation_noise_identical_on_every_pass():
+  ds, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=3)
+  first = list(ds.as_numpy_iterator())
+  second = list(ds.as_numpy_iterator())
+  assert len(first) == len(second) == math.ceil(360 / 64)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  again, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=3)
+  np.testing.assert_array_equal(_epoch(again), np.concatenate(first))
+
+
+def test_evaluation_noise_does_not_depend_on_the_batch_size():
+  small, _ = data.load('digits', 'test', batch_size=7, shuffle=False, seed=0)
+  large, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=0)
+  x = _epoch(small)
+  np.testing.assert_array_equal(x, _epoch(large))
+  # seed=None is seed 0, and labels do not change the images.
+  default, _ = data.load('digits', 'test', batch_size=360, shuffle=False,
+                         with_labels=True)
+  np.testing.assert_array_equal(_epoch(default)[0], x)
+  # Flips and translations are per example too.
+  aug = dict(shuffle=False, seed=2, flip=True, translate=1)
+  a, _ = data.load('digits', 'test', batch_size=7, **aug)
+  b, _ = data.load('digits', 'test', batch_size=64, **aug)
+  np.testing.assert_array_equal(_epoch(a), _epoch(b))
+
+
+def test_evaluation_noise_draw_k_is_seed_k():
+  want, _ = _digits(data.digits_indices('test'))
+  draws = []
+  for seed in (0, 1):
+    ds, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=seed)
+    draws.append(_epoch(ds))
+  assert not np.allclose(draws[0], draws[1])
+  for x in draws:
+    np.testing.assert_array_equal(np.floor((x + 0.5) * 17).astype(np.uint8), want)
+  # Example i's noise is the stateless draw from [seed, i], as documented.
+  u = tf.random.stateless_uniform([8, 8, 1], seed=tf.constant([1, 5], tf.int64))
+  u = np.clip(u.numpy(), 1e-4, 1 - 1e-4)
+  np.testing.assert_allclose(draws[1][5], (want[5] + u) / 17 - 0.5, atol=1e-6)
+
+
+def test_bad_seed_is_named():
+  with pytest.raises(TypeError, match="'7'"):
+    data.load('digits', 'test', seed='7')
 
 
 def test_shuffle_differs_each_epoch_and_with_labels_match_images():

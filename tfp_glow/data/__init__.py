@@ -5,13 +5,12 @@ integer images with `n_bins` levels per dimension:
 
     x = (x_int + u) / n_bins - 0.5,   x_int in {0, ..., n_bins - 1}
 
-with `u ~ U(0, 1)` for training (uniform dequantisation, so that a continuous density
-on `x` bounds the discrete likelihood: bits/dim = (-log p(x) + D log n_bins) / (D ln 2),
-D = H * W * C) and `u = 1/2` (the bin centre) when `dequantize=False`, e.g. for a
-deterministic evaluation. 8-bit data can be reduced to `n_bits` bits first:
-`x_int = floor(x8 / 2^(8 - n_bits))`, `n_bins = 2^n_bits` (the paper uses 5 bits for
-CelebA-HQ). The embedded digits have 17 levels (0..16) natively, so `n_bins = 17`: the
-formulas never assume a power of two.
+with `u ~ U(0, 1)` (uniform dequantisation, so that a continuous density on `x` bounds
+the discrete likelihood: bits/dim = (-log p(x) + D log n_bins) / (D ln 2),
+D = H * W * C) and `u = 1/2` (the bin centre) when `dequantize=False`. 8-bit data can
+be reduced to `n_bits` bits first: `x_int = floor(x8 / 2^(8 - n_bits))`,
+`n_bins = 2^n_bits` (the paper uses 5 bits for CelebA-HQ). The embedded digits have 17
+levels (0..16) natively, so `n_bins = 17`: the formulas never assume a power of two.
 
 Sources (`load(name, split)`):
 
@@ -27,6 +26,14 @@ Sources (`load(name, split)`):
 * TFDS image datasets (`DATASETS`, or any other TFDS name with an `image` feature), read
   from `data_dir`. Nothing is downloaded unless `download=True`.
 * `'folder:PATH'`: PNG/JPEG files under PATH, see `load_folder`.
+
+Noise: a shuffled pipeline (`shuffle=True`, training) draws fresh `u` (and flips and
+translations) every epoch, per batch, from a stream that `seed` makes reproducible. An
+unshuffled one (`shuffle=False`, evaluation) draws example `i`'s `u` with
+`tf.random.stateless_uniform` from the seed `[seed, i]` (`seed=None` counts as 0), `i`
+its position in the split: the same inputs on every pass, in every process and at any
+batch size, so the same weights always give the same bits/dim, and `seed=k` is draw
+number k for averaging several.
 
 Splits: `'train'`, `'validation'`, `'test'`, `'train_full'` (train plus validation: for a
 final run once the hyper-parameters are chosen). Where a TFDS dataset has no validation

@@ -18,6 +18,7 @@ from tfp_glow.data.pipeline import FOLDER_PREFIX
 from tfp_glow.data.pipeline import DatasetInfo
 from tfp_glow.data.pipeline import _check_common
 from tfp_glow.data.pipeline import _check_image_size
+from tfp_glow.data.pipeline import _check_seed
 from tfp_glow.data.pipeline import _finish
 from tfp_glow.data.pipeline import _fixed_holdout
 from tfp_glow.data.pipeline import _from_arrays
@@ -130,6 +131,7 @@ def load_folder(path: str,
                      "own and load it with split='all'.")
   _check_common(split, folder_splits, batch_size, validation_fraction, f'folder {path}')
   _check_n_bits(n_bits)
+  _check_seed(seed)
   size = _check_image_size(image_size)
   if resize not in ('crop', 'resize'):
     raise ValueError(f"resize must be 'crop' or 'resize', got {resize!r}")

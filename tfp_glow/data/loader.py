@@ -17,6 +17,7 @@ from tfp_glow.data.pipeline import SPLITS
 from tfp_glow.data.pipeline import DatasetInfo
 from tfp_glow.data.pipeline import _check_common
 from tfp_glow.data.pipeline import _check_image_size
+from tfp_glow.data.pipeline import _check_seed
 from tfp_glow.data.pipeline import _unknown_name_error
 from tfp_glow.data.quantize import _check_n_bits
 from tfp_glow.data.tfds import _load_tfds
@@ -62,9 +63,11 @@ def load(name: str,
       None keeps the native size (celeb_a: 148x148 centre crop resized to 64x64).
     batch_size: examples per batch; the last, smaller batch is kept unless
       `drop_remainder`.
-    shuffle: shuffle examples (and TFDS files) anew every epoch.
-    dequantize: uniform noise within each bin (training); False puts every value at its
-      bin centre (deterministic evaluation).
+    shuffle: shuffle examples (and TFDS files) anew every epoch, with fresh noise,
+      flips and translations each epoch (training). False keeps the split's order and
+      makes them a fixed function of `(seed, example index)` (evaluation; see `seed`).
+    dequantize: uniform noise within each bin (training, and the usual evaluation);
+      False puts every value at its bin centre.
     flip: random horizontal flips, drawn per example and epoch.
     translate: random translations by up to this many whole pixels on each axis, drawn
       per example and epoch, with 0 (the darkest level) shifted in (see
@@ -72,11 +75,15 @@ def load(name: str,
       with `translate_prob` 0.5, lowers the digits' validation bits/dim.
     translate_prob: with `translate`, the share of the examples that are translated
       (the others are left as they are); 0.5 measured better than 1 on the digits.
-    seed: makes shuffling, noise and flips reproducible; each epoch still differs.
+    seed: with `shuffle`, makes shuffling, noise, flips and translations reproducible
+      across runs while each epoch still differs. Without `shuffle`, example `i` gets
+      its noise (and flip and translation) from the stateless seed `[seed, i]`, so
+      every pass, process and batch size sees bit-identical inputs, and `seed=k` is
+      draw number k (e.g. to average bits/dim over several draws); None means 0.
     cache: TFDS only (digits and folders live in memory anyway): True caches the integer
       images in memory when they take at most `MAX_MEMORY_CACHE_BYTES`, a string caches
       them to that file path, False reads them afresh each epoch. The cache holds images
-      before dequantisation, so the noise is fresh each epoch.
+      before dequantisation, so a shuffled pipeline's noise is fresh each epoch.
     with_labels: yield `(images, labels)` (int64) instead of images.
     drop_remainder: drop the last incomplete batch (e.g. for TPUs).
     validation_fraction: share of the training images held out as `'validation'` where
@@ -90,12 +97,14 @@ def load(name: str,
   Raises:
     ValueError: an unknown dataset (the message lists the choices) or split, `n_bits`
       outside 1..8, a bad `image_size`, `batch_size` or `validation_fraction`.
+    TypeError: a `seed` that is not an int (or None).
     FileNotFoundError: a TFDS dataset that is not in `data_dir` (and could not be
       downloaded); the message says how to get it.
   """
   if not isinstance(name, str) or not name:
     raise _unknown_name_error(name)
   _check_n_bits(n_bits)
+  _check_seed(seed)
   if isinstance(translate, bool) or not isinstance(translate, (int, np.integer)) \
       or translate < 0:
     raise ValueError(f'translate must be an int >= 0, got {translate!r}.')

@@ -112,6 +112,16 @@ def _check_common(split: str, splits: Sequence[str], batch_size: Any,
         f'validation_fraction must be in [0, 1), got {validation_fraction!r}')
 
 
+def _check_seed(seed: Any) -> None:
+  """Seeds become int64 stateless-RNG keys, so only whole numbers (or None) make sense."""
+  if seed is None:
+    return
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise TypeError(f'seed must be an int or None, got {seed!r}')
+  if not -2**63 <= int(seed) < 2**63:
+    raise ValueError(f'seed must fit in int64, got {seed!r}')
+
+
 def _unknown_name_error(name: str) -> ValueError:
   return ValueError(
       f'Unknown dataset {name!r}. Choose one of {list(DATASETS)}, '
@@ -165,41 +175,76 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray | None) -> tf.data.Datas
 # The shared tail of every pipeline
 
 
+def _randomize(images: tf.Tensor, pair_seed: tf.Tensor, *, n_bins: int,
+               dequantize: bool, flip: bool, translate: int,
+               translate_prob: float) -> tf.Tensor:
+  """Integer images `[N, H, W, C]` -> float images: translate, dequantise, flip.
+
+  Every random draw comes from the one stateless `pair_seed`, split into a seed per
+  use, so the caller alone decides what the randomness depends on.
+  """
+  if translate:
+    tseeds = tf.random.experimental.stateless_split(pair_seed, 2)
+    pair_seed = tseeds[0]
+    images = random_translate(images, translate, tseeds[1], translate_prob)
+  if flip:
+    seeds = tf.random.experimental.stateless_split(pair_seed, 2)
+    pair_seed = seeds[0]
+  x = dequantize_images(images, n_bins, noise=dequantize,
+                        seed=pair_seed if dequantize else None)
+  if flip:
+    heads = tf.random.stateless_uniform(tf.shape(x)[:1], seed=seeds[1]) < 0.5
+    x = tf.where(heads[:, None, None, None], tf.reverse(x, axis=[2]), x)
+  return x
+
+
 def _finish(ds: tf.data.Dataset, *, n_bins: int, num_examples: int, batch_size: int,
             shuffle: bool, shuffle_buffer: int, dequantize: bool, flip: bool,
             seed: int | None, with_labels: bool, drop_remainder: bool,
             translate: int = 0, translate_prob: float = 0.5) -> tf.data.Dataset:
-  """Integer `(image, label)` examples -> shuffled, batched float batches.
+  """Integer `(image, label)` examples -> batched float batches.
 
-  Noise and flips happen after caching and per batch, so every epoch sees fresh noise.
-  Their randomness comes from a `Dataset.random` stream re-drawn each epoch: with a
-  `seed` the whole sequence of epochs is reproducible, which a seeded stateful op inside
-  `map` would not give (it restarts its sequence with every new iterator, so each epoch
-  would repeat the same noise).
+  The randomness (noise, flips, translations) is drawn after caching, in one of two
+  ways:
+
+  * `shuffle=True` (training): per batch, from a `Dataset.random` stream re-drawn each
+    epoch, so every epoch sees fresh noise; with a `seed` the whole sequence of epochs
+    is reproducible, which a seeded stateful op inside `map` would not give (it
+    restarts its sequence with every new iterator, so each epoch would repeat the same
+    noise).
+  * `shuffle=False` (evaluation): per example, from the stateless seed
+    `[seed, index]`, `index` the example's position in the split (`seed=None` counts as
+    0). The inputs are then a function of (seed, index) alone: the same on every pass,
+    in every process and for every batch size, so a bits/dim measured twice is the same
+    number, and `seed=k` is draw number k when averaging several.
   """
-  if shuffle:
-    ds = ds.shuffle(max(1, min(shuffle_buffer, num_examples)), seed=seed,
-                    reshuffle_each_iteration=True)
+  _check_seed(seed)
+  randomize = dict(n_bins=n_bins, dequantize=dequantize, flip=flip,
+                   translate=translate, translate_prob=translate_prob)
+
+  if not shuffle:
+    key = tf.constant(0 if seed is None else int(seed), tf.int64)
+
+    def one_example(index, example):
+      image, label = example
+      x = _randomize(image[None], tf.stack([key, index]), **randomize)[0]
+      x = tf.ensure_shape(x, image.shape)
+      return (x, label) if with_labels else x
+
+    ds = ds.enumerate().map(one_example, num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+  ds = ds.shuffle(max(1, min(shuffle_buffer, num_examples)), seed=seed,
+                  reshuffle_each_iteration=True)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-  def to_float(images, labels, pair_seed):
-    if translate:
-      tseeds = tf.random.experimental.stateless_split(pair_seed, 2)
-      pair_seed = tseeds[0]
-      images = random_translate(images, translate, tseeds[1], translate_prob)
-    if flip:
-      seeds = tf.random.experimental.stateless_split(pair_seed, 2)
-      pair_seed = seeds[0]
-    x = dequantize_images(images, n_bins, noise=dequantize,
-                          seed=pair_seed if dequantize else None)
-    if flip:
-      heads = tf.random.stateless_uniform(tf.shape(x)[:1], seed=seeds[1]) < 0.5
-      x = tf.where(heads[:, None, None, None], tf.reverse(x, axis=[2]), x)
+  def one_batch(example, pair_seed):
+    images, labels = example
+    x = _randomize(images, pair_seed, **randomize)
     return (x, labels) if with_labels else x
 
   seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
   ds = tf.data.Dataset.zip((ds, seeds))
-  ds = ds.map(lambda ex, s: to_float(ex[0], ex[1], s),
-              num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  ds = ds.map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
