@@ -422,7 +422,8 @@ def test_postprocess_inverts_dequantisation():
 
 def test_save_grid_png(tmp_path):
   images_in = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
-  path = images.save_grid_png(images_in, str(tmp_path / 'out' / 'grid.png'), nrow=3)
+  path = images.save_grid_png(images_in, str(tmp_path / 'out' / 'grid.png'), nrow=3,
+                              scale=1)
   grid = np.asarray(Image.open(path))
   assert grid.shape == (2 * 5 + 1, 3 * 7 + 1, 3)
   np.testing.assert_array_equal(grid[1:5, 1:7], images_in[0])
@@ -432,6 +433,40 @@ def test_save_grid_png(tmp_path):
   assert Image.open(grey).mode == 'L'
   with pytest.raises(TypeError, match='postprocess'):
     images.save_grid_png(images_in.astype(np.float32), str(tmp_path / 'x.png'))
+  for bad in (0, 1.5, True):
+    with pytest.raises(ValueError, match=f'scale must be .* got {bad!r}'):
+      images.save_grid_png(images_in, str(tmp_path / 'x.png'), scale=bad)
+
+
+def test_save_grid_png_enlarges_small_tiles(tmp_path):
+  digits = (np.arange(5 * 8 * 8) % 251).astype(np.uint8).reshape(5, 8, 8)
+  path = images.save_grid_png(digits, str(tmp_path / 'digits.png'), nrow=5)
+  with Image.open(path) as img:
+    # 8x8 tiles are drawn 64x64 (scale 8); the 1-pixel padding is not scaled.
+    assert img.size == (5 * 65 + 1, 65 + 1)
+    grid = np.asarray(img)
+  np.testing.assert_array_equal(grid[1:65, 1:65], digits[0].repeat(8, 0).repeat(8, 1))
+  np.testing.assert_array_equal(grid[1:65, 66:130], digits[1].repeat(8, 0).repeat(8, 1))
+  assert images.default_scale(8, 8) == 8 and images.default_scale(28, 28) == 3
+  assert images.default_scale(64, 100) == 1 and images.default_scale(256, 256) == 1
+  big = np.zeros((2, 64, 64, 3), np.uint8)
+  with Image.open(images.save_grid_png(big, str(tmp_path / 'big.png'), nrow=2)) as img:
+    assert img.size == (2 * 65 + 1, 65 + 1)
+  with Image.open(images.save_grid_png(digits, str(tmp_path / 's3.png'), nrow=5,
+                                       scale=3, padding=2)) as img:
+    assert img.size == (5 * 26 + 2, 26 + 2)
+
+
+def test_save_grid_png_mode_follows_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    path = images.save_grid_png(np.zeros((1, 8, 8), np.uint8), str(tmp_path / 'a.png'))
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    os.umask(0o077)
+    path = images.save_grid_png(np.zeros((1, 8, 8), np.uint8), str(tmp_path / 'b.png'))
+    assert os.stat(path).st_mode & 0o777 == 0o600
+  finally:
+    os.umask(old)
 
 
 def _np_shift(img, dy, dx):
