@@ -49,6 +49,7 @@ def main(argv):
   import tfp_glow  # pylint: disable=g-import-not-at-top
   from tfp_glow import cli  # pylint: disable=g-import-not-at-top
   from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tfp_glow import images as images_lib  # pylint: disable=g-import-not-at-top
 
   try:
     model, config, _ = cli.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
@@ -81,7 +82,7 @@ def main(argv):
     y_mixed = tf.where(tf.range(FLAGS.steps) < (FLAGS.steps + 1) // 2, y[0], y[1])
   strip = tfp_glow.decode(model.distribution, mixed, labels=y_mixed)
   out = FLAGS.out or os.path.join(FLAGS.model_dir, 'interpolation.png')
-  data_lib.save_grid_png(np.asarray(data_lib.postprocess(
+  images_lib.save_grid_png(np.asarray(data_lib.postprocess(
       strip, config['model']['n_bins'])), out, nrow=FLAGS.steps)
   print(f'Wrote {out}: {FLAGS.steps} images from {FLAGS.split}[{FLAGS.index_a}] to '
         f'{FLAGS.split}[{FLAGS.index_b}].')

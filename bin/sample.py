@@ -51,6 +51,7 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfp_glow import cli  # pylint: disable=g-import-not-at-top
   from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tfp_glow import images as images_lib  # pylint: disable=g-import-not-at-top
 
   try:
     model, config, path = cli.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
@@ -71,7 +72,7 @@ def main(argv):
     x = model.sample(FLAGS.num, temperature=t, seed=[FLAGS.seed, i], labels=labels)
     rows.append(np.asarray(data_lib.postprocess(x, config['model']['n_bins'])))
   out = FLAGS.out or os.path.join(FLAGS.model_dir, 'samples.png')
-  data_lib.save_grid_png(np.concatenate(rows), out, nrow=FLAGS.num)
+  images_lib.save_grid_png(np.concatenate(rows), out, nrow=FLAGS.num)
   print(f'Wrote {out}: {len(temperatures)} rows (T = '
         f'{", ".join(f"{t:g}" for t in temperatures)}) of {FLAGS.num} samples, weights '
         f'{path}.')

@@ -1,4 +1,5 @@
-"""Tests for tfp_glow.data: digits, TFDS (mocked, never the network), folders, PNGs."""
+"""Tests for tfp_glow.data (digits, TFDS mocked and never the network, folders) and
+tfp_glow.images (PNG grids)."""
 
 import logging
 import math
@@ -12,6 +13,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tfp_glow import data
+from tfp_glow import images
+from tfp_glow.data import digits as data_digits
+from tfp_glow.data import folder as data_folder
+from tfp_glow.data import tfds as data_tfds
 
 
 def _epoch(ds):
@@ -23,7 +28,7 @@ def _epoch(ds):
 
 
 def _digits(idx):
-  images, labels = data._digits_arrays()  # pylint: disable=protected-access
+  images, labels = data_digits._digits_arrays()  # pylint: disable=protected-access
   return images[idx][..., None], labels[idx]
 
 
@@ -92,14 +97,69 @@ def test_dequantize_images_exact_at_the_bin_edges():
     assert float(tf.reduce_min(x)) >= -0.5 and float(tf.reduce_max(x)) < 0.5
 
 
-def test_fresh_noise_each_epoch_reproducible_with_seed():
-  ds, _ = data.load('digits', 'test', batch_size=128, shuffle=False, seed=7)
+def _by_image(x, n_bins=17):
+  """Examples sorted by their integer image, so epochs in different orders compare."""
+  ints = np.floor((x + 0.5) * n_bins).astype(np.uint8)
+  order = sorted(range(len(x)), key=lambda i: ints[i].tobytes())
+  return ints[order], x[order]
+
+
+def test_training_noise_fresh_each_epoch_reproducible_with_seed():
+  ds, _ = data.load('digits', 'test', batch_size=128, shuffle=True, seed=7)
   first, second = _epoch(ds), _epoch(ds)
-  assert not np.allclose(first, second)
-  np.testing.assert_array_equal(np.floor((first + 0.5) * 17),
-                                np.floor((second + 0.5) * 17))
-  again, _ = data.load('digits', 'test', batch_size=128, shuffle=False, seed=7)
+  (ints1, x1), (ints2, x2) = _by_image(first), _by_image(second)
+  # The same images (all 360 digits differ), with new noise on them, not just reordered.
+  np.testing.assert_array_equal(ints1, ints2)
+  assert not np.allclose(x1, x2)
+  again, _ = data.load('digits', 'test', batch_size=128, shuffle=True, seed=7)
   np.testing.assert_array_equal(_epoch(again), first)
+
+
+def test_evaluation_noise_identical_on_every_pass():
+  ds, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=3)
+  first = list(ds.as_numpy_iterator())
+  second = list(ds.as_numpy_iterator())
+  assert len(first) == len(second) == math.ceil(360 / 64)
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  again, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=3)
+  np.testing.assert_array_equal(_epoch(again), np.concatenate(first))
+
+
+def test_evaluation_noise_does_not_depend_on_the_batch_size():
+  small, _ = data.load('digits', 'test', batch_size=7, shuffle=False, seed=0)
+  large, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=0)
+  x = _epoch(small)
+  np.testing.assert_array_equal(x, _epoch(large))
+  # seed=None is seed 0, and labels do not change the images.
+  default, _ = data.load('digits', 'test', batch_size=360, shuffle=False,
+                         with_labels=True)
+  np.testing.assert_array_equal(_epoch(default)[0], x)
+  # Flips and translations are per example too.
+  aug = dict(shuffle=False, seed=2, flip=True, translate=1)
+  a, _ = data.load('digits', 'test', batch_size=7, **aug)
+  b, _ = data.load('digits', 'test', batch_size=64, **aug)
+  np.testing.assert_array_equal(_epoch(a), _epoch(b))
+
+
+def test_evaluation_noise_draw_k_is_seed_k():
+  want, _ = _digits(data.digits_indices('test'))
+  draws = []
+  for seed in (0, 1):
+    ds, _ = data.load('digits', 'test', batch_size=64, shuffle=False, seed=seed)
+    draws.append(_epoch(ds))
+  assert not np.allclose(draws[0], draws[1])
+  for x in draws:
+    np.testing.assert_array_equal(np.floor((x + 0.5) * 17).astype(np.uint8), want)
+  # Example i's noise is the stateless draw from [seed, i], as documented.
+  u = tf.random.stateless_uniform([8, 8, 1], seed=tf.constant([1, 5], tf.int64))
+  u = np.clip(u.numpy(), 1e-4, 1 - 1e-4)
+  np.testing.assert_allclose(draws[1][5], (want[5] + u) / 17 - 0.5, atol=1e-6)
+
+
+def test_bad_seed_is_named():
+  with pytest.raises(TypeError, match="'7'"):
+    data.load('digits', 'test', seed='7')
 
 
 def test_shuffle_differs_each_epoch_and_with_labels_match_images():
@@ -154,7 +214,7 @@ def test_unknown_dataset_and_split_list_the_choices():
 
 
 def test_tfds_split_mapping():
-  split = data._tfds_split  # pylint: disable=protected-access
+  split = data_tfds._tfds_split  # pylint: disable=protected-access
   assert split('mnist', 'train', ('train', 'test'), 0.1) == 'train[:90%]'
   assert split('mnist', 'validation', ('train', 'test'), 0.1) == 'train[90%:]'
   assert split('mnist', 'train_full', ('train', 'test'), 0.1) == 'train'
@@ -290,8 +350,8 @@ def test_folder_resize_and_crop_give_the_requested_shape(tmp_path):
   stripes = np.zeros((10, 30), np.uint8)
   stripes[:, 10:20] = 255
   Image.fromarray(stripes).save(tmp_path / 'stripes.png')
-  crop = data._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'crop')  # pylint: disable=protected-access
-  stretch = data._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'resize')  # pylint: disable=protected-access
+  crop = data_folder._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'crop')  # pylint: disable=protected-access
+  stretch = data_folder._decode(str(tmp_path / 'stripes.png'), 1, (10, 10), 'resize')  # pylint: disable=protected-access
   assert crop.min() == 255  # Only the white centre third survives the square crop.
   assert stretch.min() == 0
 
@@ -361,17 +421,52 @@ def test_postprocess_inverts_dequantisation():
 
 
 def test_save_grid_png(tmp_path):
-  images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
-  path = data.save_grid_png(images, str(tmp_path / 'out' / 'grid.png'), nrow=3)
+  images_in = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+  path = images.save_grid_png(images_in, str(tmp_path / 'out' / 'grid.png'), nrow=3,
+                              scale=1)
   grid = np.asarray(Image.open(path))
   assert grid.shape == (2 * 5 + 1, 3 * 7 + 1, 3)
-  np.testing.assert_array_equal(grid[1:5, 1:7], images[0])
-  np.testing.assert_array_equal(grid[6:10, 8:14], images[4])
+  np.testing.assert_array_equal(grid[1:5, 1:7], images_in[0])
+  np.testing.assert_array_equal(grid[6:10, 8:14], images_in[4])
   assert os.listdir(tmp_path / 'out') == ['grid.png']  # No temporary file left over.
-  grey = data.save_grid_png(images[..., :1], str(tmp_path / 'grey.png'))
+  grey = images.save_grid_png(images_in[..., :1], str(tmp_path / 'grey.png'))
   assert Image.open(grey).mode == 'L'
   with pytest.raises(TypeError, match='postprocess'):
-    data.save_grid_png(images.astype(np.float32), str(tmp_path / 'x.png'))
+    images.save_grid_png(images_in.astype(np.float32), str(tmp_path / 'x.png'))
+  for bad in (0, 1.5, True):
+    with pytest.raises(ValueError, match=f'scale must be .* got {bad!r}'):
+      images.save_grid_png(images_in, str(tmp_path / 'x.png'), scale=bad)
+
+
+def test_save_grid_png_enlarges_small_tiles(tmp_path):
+  digits = (np.arange(5 * 8 * 8) % 251).astype(np.uint8).reshape(5, 8, 8)
+  path = images.save_grid_png(digits, str(tmp_path / 'digits.png'), nrow=5)
+  with Image.open(path) as img:
+    # 8x8 tiles are drawn 64x64 (scale 8); the 1-pixel padding is not scaled.
+    assert img.size == (5 * 65 + 1, 65 + 1)
+    grid = np.asarray(img)
+  np.testing.assert_array_equal(grid[1:65, 1:65], digits[0].repeat(8, 0).repeat(8, 1))
+  np.testing.assert_array_equal(grid[1:65, 66:130], digits[1].repeat(8, 0).repeat(8, 1))
+  assert images.default_scale(8, 8) == 8 and images.default_scale(28, 28) == 3
+  assert images.default_scale(64, 100) == 1 and images.default_scale(256, 256) == 1
+  big = np.zeros((2, 64, 64, 3), np.uint8)
+  with Image.open(images.save_grid_png(big, str(tmp_path / 'big.png'), nrow=2)) as img:
+    assert img.size == (2 * 65 + 1, 65 + 1)
+  with Image.open(images.save_grid_png(digits, str(tmp_path / 's3.png'), nrow=5,
+                                       scale=3, padding=2)) as img:
+    assert img.size == (5 * 26 + 2, 26 + 2)
+
+
+def test_save_grid_png_mode_follows_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    path = images.save_grid_png(np.zeros((1, 8, 8), np.uint8), str(tmp_path / 'a.png'))
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    os.umask(0o077)
+    path = images.save_grid_png(np.zeros((1, 8, 8), np.uint8), str(tmp_path / 'b.png'))
+    assert os.stat(path).st_mode & 0o777 == 0o600
+  finally:
+    os.umask(old)
 
 
 def _np_shift(img, dy, dx):

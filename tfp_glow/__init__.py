@@ -8,6 +8,7 @@ from tfp_glow import bijectors
 from tfp_glow import data
 from tfp_glow import export
 from tfp_glow import architecture
+from tfp_glow import images
 from tfp_glow import nn
 from tfp_glow.bijectors.glow import Glow
 from tfp_glow.bijectors.glow import LogProbParts
@@ -28,6 +29,7 @@ __all__ = [
     'Glow',
     'LogProbParts',
     'architecture',
+    'images',
     'GlowModel',
     'SampleGrid',
     'WarmupSchedule',

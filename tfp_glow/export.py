@@ -94,7 +94,7 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from tfp_glow import data as quantize
+from tfp_glow.data import quantize
 from tfp_glow import distribution as dist_lib
 
 __all__ = ['save', 'next_version', 'SIGNATURES', 'DEFAULT_MAX_COUNT']

@@ -435,12 +435,12 @@ class SampleGrid(keras.callbacks.Callback):
     return np.stack([np.asarray(r) for r in rows])
 
   def write(self, tag, step):
-    from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
+    from tfp_glow import images as images_lib  # pylint: disable=g-import-not-at-top
     images = self.grid()
     flat = images.reshape((-1,) + images.shape[2:])
     os.makedirs(self.png_dir, exist_ok=True)
     path = os.path.join(self.png_dir, f'{tag}.png')
-    data_lib.save_grid_png(flat, path, nrow=self.per_row)
+    images_lib.save_grid_png(flat, path, nrow=self.per_row)
     if self._writer is not None:
       with self._writer.as_default():
         for t, row in zip(self.temperatures, images):
