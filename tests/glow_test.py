@@ -784,3 +784,40 @@ def test_one_level_flow_as_a_plain_chain(mode):
   # And the round trip through the hand-made chain.
   np.testing.assert_allclose(chain.forward(chain.inverse(x)).numpy(),
                              x.numpy(), atol=1e-5)
+
+
+# --- sampling never returns a non-finite image ----------------------------------------------
+
+
+def _overflowing_glow():
+  glow = gb.Glow(seed=0, **glow_kwargs(learn_top=True))
+  harness.perturb(glow, 0, 0.1)
+  return glow
+
+
+def test_sample_at_a_huge_temperature_raises_naming_count_and_temperature():
+  glow = _overflowing_glow()
+  with pytest.raises(FloatingPointError,
+                     match=r'of 4 generated images are not finite at '
+                     r'temperature 1e\+30'):
+    tfp_glow.sample(glow, 4, temperature=1e30, seed=1)
+  # A sane temperature still samples.
+  assert np.all(np.isfinite(tfp_glow.sample(glow, 4, temperature=0.7,
+                                            seed=1).numpy()))
+
+
+def test_dist_sample_and_graph_sampling_refuse_non_finite_images():
+  glow = _overflowing_glow()
+  dist = tfp_glow.distribution.distribution_from_glow(glow)
+  eps = tf.fill([2, glow.latent_size], 1e30)
+  with pytest.raises(FloatingPointError, match='2 of 2 generated images'):
+    tfp_glow.decode(dist, eps)
+  fn = tf.function(lambda t: tfp_glow.sample(glow, 3, temperature=t, seed=2))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'not finite \(count, of, at temperature\)'):
+    fn(tf.constant(1e30))
+  # TFP's own sampling path goes through the same check.
+  big = tfd.TransformedDistribution(
+      tfd.Sample(tfd.Normal(0., 1e30), [glow.latent_size]), glow)
+  with pytest.raises(FloatingPointError, match='not finite'):
+    big.sample(2, seed=(1, 2))
