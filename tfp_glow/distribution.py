@@ -218,12 +218,12 @@ def bits_per_dim(log_prob, image_shape, n_bins):
   return (-log_prob + d * math.log(n_bins)) / (d * math.log(2.0))
 
 
-def parameter_count(image_shape_or_dist, levels=3, steps_per_level=32,
+def parameter_count(image_shape, levels=3, steps_per_level=32,
                     hidden_width=512, coupling='affine', permutation='conv',
                     learn_top=False, num_classes=None, split_fraction=0.5):
   """Trainable parameters of a Glow, from its architecture (the formula).
 
-  Pass an `image_shape` and the architecture's arguments, or a built
+  Pass an `image_shape` and the architecture's arguments, or (as `image_shape`) a built
   distribution / `Glow` (its plan is used; the other arguments must be left
   out). Unknown options raise. With `c` the channels of a level after its
   squeeze and `w` the hidden width, each step has
@@ -237,12 +237,12 @@ def parameter_count(image_shape_or_dist, levels=3, steps_per_level=32,
   the top (c_top channels) adds 2 c_top if learn_top, and with n classes
   2 c_top n (embedding) + c_top n + 2n (classifier).
   """
-  if isinstance(image_shape_or_dist, (list, tuple)):
+  if isinstance(image_shape, (list, tuple)):
     plan = architecture.plan(
-        image_shape_or_dist, levels=levels, steps_per_level=steps_per_level,
+        image_shape, levels=levels, steps_per_level=steps_per_level,
         hidden_width=hidden_width, coupling=coupling, permutation=permutation,
         learn_top=learn_top, num_classes=num_classes,
         split_fraction=split_fraction)
   else:
-    plan = get_glow(image_shape_or_dist).plan
+    plan = get_glow(image_shape).plan
   return plan.parameter_count()
