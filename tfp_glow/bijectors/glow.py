@@ -1,5 +1,8 @@
 """Glow: the multi-scale flow composed from the components, as one bijector."""
 
+import collections
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -11,7 +14,13 @@ from tfp_glow.bijectors import invertible_conv
 from tfp_glow.bijectors import permute
 from tfp_glow.bijectors import squeeze as squeeze_lib
 
-__all__ = ['Glow', 'COUPLINGS', 'PERMUTATIONS']
+__all__ = ['Glow', 'LogProbParts', 'COUPLINGS', 'PERMUTATIONS']
+
+# TEMPORARY (branch wt-keras): a minimal stand-in for the lead's
+# `Glow.log_prob_parts`, so that GlowModel can call the one likelihood before
+# that change is merged; replaced by the lead's version at merge.
+LogProbParts = collections.namedtuple(
+    'LogProbParts', ['log_prob', 'eps', 'ildj', 'z_top', 'class_logits'])
 
 COUPLINGS = ('affine', 'additive')
 PERMUTATIONS = ('conv', 'conv_lu', 'shuffle', 'reverse')
@@ -350,6 +359,35 @@ class Glow(base.GlowBijector):
         logs, axis=[1, 2, 3])
     eps = tf.concat([tf.reshape(e, [n, -1]) for e in eps_parts], axis=-1)
     return eps, ldj, x
+
+  def log_prob_parts(self, x, labels=None):
+    """TEMPORARY (replaced by the lead's version at merge): log p(x) parts.
+
+    Returns `LogProbParts(log_prob, eps, ildj, z_top, class_logits)`:
+    `log_prob` in nats under the standard-normal base, shape = the batch
+    shape of `x`; `class_logits` None for an unconditional model.
+    """
+    x = self._check_input(tf.convert_to_tensor(x), what='image')
+    h, w, c = self._image_shape
+    flat, batch_shape = base.flatten_batch(x, 3)
+    flat = tf.ensure_shape(flat, [None, h, w, c])
+    labels = self._check_labels(labels, batch_shape)
+    flat, labels, n = _pad_empty_batch(flat, labels)
+    eps, ildj, z_top = self.inverse_pass(flat, labels)
+    eps, ildj, z_top = eps[:n], ildj[:n], z_top[:n]
+    log_base = -0.5 * tf.reduce_sum(tf.square(eps), axis=-1) - (
+        0.5 * self._latent_size * math.log(2.0 * math.pi))
+    logits = self.class_logits(z_top) if labels is not None else None
+    if logits is not None:
+      logits = tf.reshape(logits, tf.concat(
+          [batch_shape, [self._num_classes]], 0))
+    return LogProbParts(
+        log_prob=tf.reshape(log_base + ildj, batch_shape),
+        eps=tf.reshape(eps, tf.concat([batch_shape, [self._latent_size]], 0)),
+        ildj=tf.reshape(ildj, batch_shape),
+        z_top=tf.reshape(z_top, tf.concat([batch_shape, tf.shape(z_top)[1:]],
+                                          0)),
+        class_logits=logits)
 
   def forward_pass(self, eps, labels=None):
     """Latent -> data in one pass: returns (x [N, H, W, C], fldj [N])."""
