@@ -1,0 +1,231 @@
+"""A model directory: what the programs share, and how a trained model is rebuilt.
+
+`bin/train.py` writes `config.json` into its model directory; `bin/sample.py`,
+`bin/evaluate.py`, `bin/interpolate.py` and `bin/export.py` rebuild the same model
+from that directory alone (`load_trained`). Layout of a model directory:
+
+    config.json                    the model/data settings (MODEL_KEYS) and the recipe
+    checkpoints/latest.weights.h5  weights after the last finished epoch
+    checkpoints/best.weights.h5    weights of the best val_bpd so far (with --validation)
+    checkpoints/{best,latest}.json epoch and logs of that checkpoint (a copy of what
+                                   the weights file holds)
+    backup/                        the training state after the last finished epoch
+                                   (resume after a crash); removed when training
+                                   finishes
+    logs/                          TensorBoard
+    samples/epoch_XXXX.png         sample grids, one row per temperature
+    results.json                   final test bits/dim, which weights, wall time
+
+Every file is written to a temporary name and renamed (`os.replace`), so a crash or
+SIGKILL mid-write never leaves a half-written file under the real name (see
+`tfp_glow.keras.callbacks`).
+
+The default model directory is `runs/<dataset>` under the current directory
+(`default_model_dir`). Not `/tmp/tfp_glow/...`: a folder named `tfp_glow` in the
+directory Python runs from is a namespace package that hides the installed
+`tfp_glow` (issue 15.4), so no default path has a `tfp_glow` component.
+
+The absl flags several programs share are defined by functions here
+(`define_model_dir_flags`), which only the programs call: importing this module
+defines no flag, so library code (e.g. `tfp_glow.export`) may import it.
+"""
+
+import json
+import os
+
+from tfp_glow import data as data_lib
+from tfp_glow import distribution as dist_lib
+from tfp_glow.keras import callbacks as callbacks_lib
+from tfp_glow.keras import model as model_lib
+
+__all__ = [
+    'DEFAULTS', 'MODEL_KEYS', 'CONFIG_NAME', 'RUNS_DIR', 'checkpoint_path',
+    'default_model_dir', 'build_model', 'model_config', 'read_config',
+    'write_config', 'check_config', 'load_trained', 'load_split',
+    'resolve_translate', 'write_json', 'define_model_dir_flags',
+]
+
+# The architecture and the training recipe, in ONE place: the training program
+# (tfp_glow/programs/train.py) takes its flag defaults from here.
+DEFAULTS = dict(
+    # The recipe was chosen on the digits' validation split (docs/BENCHMARKS.md):
+    # the model is small for the data, Polyak averaging (EMA 0.99) and 1-pixel
+    # translations of half the images keep it from overfitting 1293 images.
+    dataset='digits',
+    levels=2,
+    steps_per_level=8,
+    hidden_width=128,
+    coupling='affine',
+    permutation='conv',
+    learn_top=True,
+    conditional=False,
+    batch_size=64,
+    epochs=100,
+    learning_rate=1e-3,
+    warmup_steps=200,
+    optimizer='adam',
+    ema=True,
+    ema_momentum=0.99,
+    clipnorm=None,
+    init_batch_size=256,
+    class_loss_weight=0.01,
+    translate=None,  # 1 for digits, 0 elsewhere: see resolve_translate
+    translate_prob=0.5,
+    jit_compile=True,
+)
+
+# The settings that define the model (and the data it models): a resumed run must agree
+# on every one of them.
+MODEL_KEYS = ('dataset', 'image_size', 'n_bits', 'image_shape', 'n_bins', 'levels',
+              'steps_per_level', 'hidden_width', 'coupling', 'permutation',
+              'learn_top', 'num_classes')
+CONFIG_NAME = 'config.json'
+CHECKPOINTS = ('latest', 'best')
+
+
+def checkpoint_path(model_dir, which):
+  """`model_dir/checkpoints/{which}.weights.h5` for which in ('latest', 'best')."""
+  if which not in CHECKPOINTS:
+    raise ValueError(f'which must be one of {CHECKPOINTS}, got {which!r}.')
+  return os.path.join(model_dir, 'checkpoints', f'{which}.weights.h5')
+
+
+def write_json(path, obj):
+  """Writes `obj` as JSON atomically (temporary file + `os.replace`)."""
+  callbacks_lib.write_json(path, obj)
+
+
+def read_config(model_dir):
+  """The dict in `model_dir/config.json`; a clear error when there is none."""
+  path = os.path.join(model_dir, CONFIG_NAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: {model_dir!r} is not a model directory written by '
+        'bin/train.py (pass the --model_dir you trained with).')
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_config(model_dir, config):
+  write_json(os.path.join(model_dir, CONFIG_NAME), config)
+
+
+def _normal(value):
+  """JSON round trip, so tuples and lists compare equal."""
+  return json.loads(json.dumps(value))
+
+
+def check_config(old, new):
+  """Raises ValueError naming every model setting where `new` differs from `old`."""
+  diffs = []
+  for key in MODEL_KEYS:
+    a, b = _normal(old['model'].get(key)), _normal(new['model'].get(key))
+    if a != b:
+      diffs.append(f'{key}: {a!r} in the model directory, {b!r} now')
+  if diffs:
+    raise ValueError(
+        'The model directory holds a different model; refusing to resume it with '
+        'another architecture (' + '; '.join(diffs) + '). Use a new --model_dir, or '
+        'the flags it was trained with.')
+
+
+def model_config(info, *, dataset, image_size, n_bits, levels, steps_per_level,
+                 hidden_width, coupling, permutation, learn_top, conditional):
+  """The `model` section of config.json, from a loaded dataset's `DatasetInfo`."""
+  if conditional and not info.num_classes:
+    raise ValueError(f'--conditional needs class labels, but dataset {dataset!r} has '
+                     'none (folders: put each class in a subfolder).')
+  return dict(
+      dataset=dataset, image_size=image_size, n_bits=n_bits,
+      image_shape=list(info.image_shape), n_bins=int(info.n_bins), levels=levels,
+      steps_per_level=steps_per_level, hidden_width=hidden_width, coupling=coupling,
+      permutation=permutation, learn_top=bool(learn_top),
+      num_classes=int(info.num_classes) if conditional else None)
+
+
+def build_model(model, seed=None, init_batch_size=DEFAULTS['init_batch_size'],
+                class_loss_weight=DEFAULTS['class_loss_weight'], compute_dtype=None):
+  """A fresh (uninitialised) `GlowModel` from the `model` section of config.json.
+
+  `compute_dtype` ('bfloat16' for mixed precision) changes how the coupling
+  networks compute, not the weights: a model trained either way loads into either.
+  """
+  dist = dist_lib.glow_distribution(
+      tuple(model['image_shape']), levels=model['levels'],
+      steps_per_level=model['steps_per_level'], hidden_width=model['hidden_width'],
+      coupling=model['coupling'], permutation=model['permutation'],
+      learn_top=model['learn_top'], num_classes=model['num_classes'], seed=seed,
+      compute_dtype=compute_dtype)
+  return model_lib.GlowModel(dist, model['n_bins'], init_batch_size=init_batch_size,
+                             class_loss_weight=class_loss_weight)
+
+
+def load_trained(model_dir, which='best'):
+  """Rebuilds the model of `model_dir` and loads a checkpoint into it.
+
+  Args:
+    model_dir: a directory written by bin/train.py.
+    which: 'best' (falls back to 'latest' when there is no best checkpoint, i.e. the
+      run had no validation split) or 'latest'.
+
+  Returns:
+    `(model, config, path)`: the GlowModel, the config dict, the weights file loaded.
+  """
+  config = read_config(model_dir)
+  model = build_model(config['model'])
+  path = checkpoint_path(model_dir, which)
+  if which == 'best' and not os.path.exists(path):
+    path = checkpoint_path(model_dir, 'latest')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f'No checkpoint {path}: training in {model_dir!r} has not finished an epoch '
+        'yet.')
+  model.load_weights(path)
+  if not model.initialized:
+    raise ValueError(f'{path} holds an uninitialised model (ActNorm never set).')
+  return model, config, path
+
+
+def load_split(config, split, *, batch_size, data_dir=None, download=False, shuffle,
+               dequantize=True, seed=None, translate=0, translate_prob=0.5):
+  """`data.load` for the dataset of a config.json (labels when conditional)."""
+  m = config['model']
+  return data_lib.load(m['dataset'], split, data_dir=data_dir, download=download,
+                       n_bits=m['n_bits'], image_size=m['image_size'],
+                       batch_size=batch_size, shuffle=shuffle, dequantize=dequantize,
+                       seed=seed, with_labels=m['num_classes'] is not None,
+                       translate=translate, translate_prob=translate_prob)
+
+
+def resolve_translate(dataset, translate):
+  """--translate's default: 1 pixel for the embedded digits, none elsewhere."""
+  if translate is not None:
+    return translate
+  return 1 if dataset == 'digits' else 0
+
+
+# Relative to the working directory: the README's commands, run one after the other
+# from the same place, find what the first one wrote.
+RUNS_DIR = 'runs'
+
+
+def default_model_dir(dataset):
+  """`runs/<dataset>` (relative to the working directory), the dataset name made
+  safe for a folder name (`folder:/a/b` -> `folder__a_b`)."""
+  safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in dataset)
+  return os.path.join(RUNS_DIR, safe)
+
+
+def define_model_dir_flags(flag_values=None):
+  """Defines --model_dir (required) and --checkpoint, for the programs that read
+  a model directory (sample, evaluate, interpolate, export)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if flag_values is None:
+    flag_values = flags.FLAGS
+  flags.DEFINE_string('model_dir', None, 'Model directory written by bin/train.py.',
+                      flag_values=flag_values)
+  flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
+                    'Which weights: the best validation bits/dim (falls back to '
+                    'latest when the run had no validation) or the last epoch.',
+                    flag_values=flag_values)
+  flags.mark_flag_as_required('model_dir', flag_values=flag_values)
