@@ -2,7 +2,9 @@
 
 Every run is `tests/distribute_worker.py` in a subprocess (logical devices and
 `TF_CONFIG` must be set before TensorFlow starts), with the same tiny Glow,
-seed, data and global batch (16) and Adam, 3 epochs of 2 steps:
+seed, data and global batch (16) and Adam, 3 epochs of 2 steps. Checkpoints go
+through `tfp_glow.keras.callbacks` (`Checkpoint`, `Backup`), the callbacks
+`bin/train.py` uses:
 
 * single process, one device: the reference;
 * `MirroredStrategy` over two logical CPUs: the ActNorm init equals the
@@ -11,13 +13,14 @@ seed, data and global batch (16) and Adam, 3 epochs of 2 steps:
 * `MultiWorkerMirroredStrategy`, two worker processes on 127.0.0.1 (free
   ports, `TF_CONFIG`): both finish, their parameters agree exactly with each
   other and to 1e-4 with the reference, and only the chief (worker 0) writes
-  `ModelCheckpoint` files;
-* a worker killed (SIGKILL) mid-training: the survivor exits non-zero within
-  `SURVIVOR_BOUND_S` instead of hanging (the coordination service's heartbeat,
-  backed by the collective timeout `make_strategy(collective_timeout=...)`),
-  and restarting both with the same command resumes from the last
-  `BackupAndRestore` backup: only the lost epochs are run again, and the
-  final parameters equal the uninterrupted reference's to 1e-4.
+  `Checkpoint` files, which hold the trained parameters;
+* a worker killed (SIGKILL) mid-training, the non-chief and, separately, the
+  chief: the survivor exits non-zero within `SURVIVOR_BOUND_S` instead of
+  hanging (the coordination service's heartbeat, backed by the collective
+  timeout `make_strategy(collective_timeout=...)`), and restarting both with
+  the same command resumes from the last `Backup`: only the lost epoch is run
+  again, and the final parameters equal the uninterrupted reference's to 1e-4
+  (which needs the optimizer's state restored too, not only the weights).
 
 Set `TFP_GLOW_SKIP_MULTI_WORKER=1` to skip the multi-worker tests (they start
 gRPC servers on loopback ports); they run by default. Every subprocess is
@@ -193,42 +196,56 @@ def test_multi_worker_two_processes(reference, tmp_path):
     np.testing.assert_allclose(w['history'], reference['history'], atol=TOL)
     np.testing.assert_allclose(w['val_history'], reference['val_history'],
                                atol=TOL)
-  # The chief alone writes checkpoints.
+  # The chief alone writes checkpoints, and they hold the trained parameters.
   assert sorted(os.listdir(os.path.join(out, 'ckpt_0'))) == [
-      f'epoch_{e}.weights.h5' for e in (1, 2, 3)]
+      'best.json', 'best.weights.h5', 'latest.json', 'latest.weights.h5']
   assert not os.path.exists(os.path.join(out, 'ckpt_1'))
+  from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
+  latest = os.path.join(out, 'ckpt_0', 'latest.weights.h5')
+  assert callbacks.read_info(latest)['epoch'] == 3
+  model = _tiny_model(SHAPE_OF_WORKER, levels=2, hidden_width=16)
+  model.load_weights(latest)
+  for v, a in zip(model.glow.variables, _params(w0, 'final')):
+    np.testing.assert_array_equal(v.numpy(), a)
 
 
 @skip_multi_worker
-def test_worker_killed_survivor_exits_and_restart_resumes(reference, tmp_path):
+@pytest.mark.parametrize('die_task', [1, 0], ids=['worker', 'chief'])
+def test_killed_task_survivor_exits_and_restart_resumes(reference, tmp_path,
+                                                        die_task):
   out = str(tmp_path)
   backup = os.path.join(out, 'backup')
-  # Worker 1 kills itself (SIGKILL) at epoch 2 (0-based), batch 1: the backup
-  # of epoch 2 (1-based) is on disk, the first step of the third is lost.
+  # Task `die_task` kills itself (SIGKILL) at epoch 2 (0-based), batch 1: the
+  # backup of epoch 2 (1-based) is on disk, the first step of the third is
+  # lost. Task 0 is the chief, the one that writes the backup.
   args = ['--mode=multi_worker', f'--backup_dir={backup}', '--die_at=2:1',
+          f'--die_task={die_task}',
           f'--collective_timeout={COLLECTIVE_TIMEOUT_S}']
   ports = _free_ports(2)
   procs = _start_workers(args, out, ports, 'first')
+  dead, survivor = procs[die_task], procs[1 - die_task]
   try:
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    while procs[1].poll() is None and time.monotonic() < deadline:
+    while dead.poll() is None and time.monotonic() < deadline:
       time.sleep(0.2)
-    assert procs[1].returncode == -signal.SIGKILL, _log(procs[1])
+    assert dead.returncode == -signal.SIGKILL, _log(dead)
     killed_at = time.monotonic()
     try:
-      procs[0].wait(timeout=SURVIVOR_BOUND_S)
+      survivor.wait(timeout=SURVIVOR_BOUND_S)
     except subprocess.TimeoutExpired:
-      pytest.fail(f'the surviving chief still waits {SURVIVOR_BOUND_S} s '
-                  'after its peer died:\n' + _log(procs[0]))
+      pytest.fail(f'the surviving task still waits {SURVIVOR_BOUND_S} s '
+                  'after its peer died:\n' + _log(survivor))
     survivor_s = time.monotonic() - killed_at
-    assert procs[0].returncode != 0, _log(procs[0])
+    assert survivor.returncode != 0, _log(survivor)
   finally:
     _kill(procs)
-  with open(os.path.join(backup, 'training_metadata.json')) as f:
+  with open(os.path.join(backup, 'backup.json')) as f:
     assert json.load(f)['epoch'] == 2
+  assert not [f for f in os.listdir(backup) if '.tmp' in f], os.listdir(backup)
   assert not os.path.exists(os.path.join(out, 'result_0.npz'))
+  assert not os.path.exists(os.path.join(out, 'result_1.npz'))
 
-  # The same command again (the `died` marker stops worker 1 dying twice).
+  # The same command again (the `died` marker stops the task dying twice).
   procs = _start_workers(args, out, ports, 'second')
   try:
     codes = _wait_all(procs, RUN_TIMEOUT_S)
@@ -236,42 +253,48 @@ def test_worker_killed_survivor_exits_and_restart_resumes(reference, tmp_path):
   finally:
     _kill(procs)
   w0, w1 = _load(out, 0), _load(out, 1)
+  # Resumed after the backed-up epoch, on both workers.
   assert int(w0['epochs_run']) == 1 and int(w1['epochs_run']) == 1
   for a, b in zip(_params(w0, 'final'), _params(w1, 'final')):
     np.testing.assert_array_equal(a, b)
+  # From the backed-up weights AND optimizer state (Adam's moments and step):
+  # the last epoch ends where the uninterrupted run's does.
   assert _max_diff(_params(w0, 'final'), _params(reference, 'final')) < TOL
   np.testing.assert_allclose(w0['history'], reference['history'][-1:],
                              atol=TOL)
   # A finished run deletes its backup.
   assert not os.path.exists(backup)
-  print(f'survivor exited {survivor_s:.1f} s after the kill')
+  print(f'survivor exited {survivor_s:.1f} s after task {die_task} was killed')
 
 
 # --- in-process: the strategy helpers ------------------------------------------
 
 
-def _tiny_model(n_bins=17):
+SHAPE_OF_WORKER = (8, 8, 1)  # tests/distribute_worker.py's model
+
+
+def _tiny_model(shape=(4, 4, 1), levels=1, hidden_width=4, n_bins=17):
   from tfp_glow import distribution as dist_lib  # pylint: disable=g-import-not-at-top
-  from tfp_glow import training  # pylint: disable=g-import-not-at-top
-  dist = dist_lib.glow_distribution((4, 4, 1), levels=1, steps_per_level=1,
-                                    hidden_width=4, seed=0)
-  return training.GlowModel(dist, n_bins=n_bins, init_batch_size=4)
+  from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
+  dist = dist_lib.glow_distribution(shape, levels=levels, steps_per_level=1,
+                                    hidden_width=hidden_width, seed=0)
+  return model_lib.GlowModel(dist, n_bins=n_bins, init_batch_size=4)
 
 
 def test_make_strategy_and_is_chief(monkeypatch):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfp_glow import training  # pylint: disable=g-import-not-at-top
-  default = training.make_strategy('default')
+  from tfp_glow.keras import distribute  # pylint: disable=g-import-not-at-top
+  default = distribute.make_strategy('default')
   assert default is tf.distribute.get_strategy()
-  assert training.is_chief(default)
+  assert distribute.is_chief(default)
   monkeypatch.delenv('TF_CONFIG', raising=False)
   with pytest.raises(ValueError, match='TF_CONFIG'):
-    training.make_strategy('multi_worker')
+    distribute.make_strategy('multi_worker')
   with pytest.raises(ValueError, match='Unknown strategy'):
-    training.make_strategy('tpu_pod')
-  mirrored = training.make_strategy('mirrored')
+    distribute.make_strategy('tpu_pod')
+  mirrored = distribute.make_strategy('mirrored')
   assert isinstance(mirrored, tf.distribute.MirroredStrategy)
-  assert training.is_chief(mirrored)
+  assert distribute.is_chief(mirrored)
 
 
 def test_model_built_outside_the_strategy_scope_is_a_clear_error():
@@ -286,3 +309,16 @@ def test_model_built_outside_the_strategy_scope_is_a_clear_error():
     with pytest.raises(ValueError, match='strategy.scope'):
       model.fit(x, batch_size=4, epochs=1, verbose=0)
   assert not model.initialized  # failed before touching anything
+
+
+def test_multi_worker_reduction_is_what_rank1_assumes():
+  """`distribute.rank1_for_multi_worker` gives the step's logs shape [1] exactly
+  when Keras reduces them along axis 0; it asks the same (private) question as
+  Keras. This fails if Keras or TF change it, before the multi-worker tests do."""
+  # pylint: disable=g-import-not-at-top,protected-access
+  import inspect
+  from keras.src.backend.tensorflow import trainer
+  from tensorflow.python.distribute import collective_all_reduce_strategy as cars
+  source = inspect.getsource(trainer._collective_all_reduce_multi_worker)
+  assert '_in_multi_worker_mode' in source, source
+  assert hasattr(cars.CollectiveAllReduceExtended, '_in_multi_worker_mode')

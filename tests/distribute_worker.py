@@ -18,21 +18,21 @@ same every epoch: every mode sees the same global batches in the same order.
 Multi-worker runs shard it with `AutoShardPolicy.DATA`, so each global batch
 is split between the workers (its union is the single-process batch).
 
-`--die_at=EPOCH:BATCH` (multi-worker, non-chief): the first time this worker
-reaches that batch it writes `DIR/died` and kills itself with SIGKILL; run
-again with the same command, it trains on (the marker file stops it dying
-twice).
+Checkpoints go through `tfp_glow.keras.callbacks` (`Backup`, `Checkpoint`),
+the callbacks `bin/train.py` uses: `--backup_dir` (shared by the workers) and
+`--ckpt_dir` (`latest.weights.h5` every epoch, `best.weights.h5` on val_bpd
+with `--validate`).
+
+`--die_at=EPOCH:BATCH` with `--die_task=T` (multi-worker; T=0 is the chief):
+the first time task T reaches that batch it writes `DIR/died` and kills itself
+with SIGKILL; run again with the same command, it trains on (the marker file
+stops it dying twice).
 """
 
 import argparse
 import json
 import os
 import signal
-import sys
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
 
 SHAPE = (8, 8, 1)
 
@@ -53,12 +53,14 @@ def parse_args(argv=None):
                  help='validation_data: the first batch')
   p.add_argument('--lr', type=float, default=1e-3)
   p.add_argument('--backup_dir', default=None,
-                 help='BackupAndRestore folder (shared by the workers)')
+                 help='Backup folder (shared by the workers)')
   p.add_argument('--ckpt_dir', default=None,
-                 help='ModelCheckpoint folder; "{task}" is replaced by the '
-                      'task index')
+                 help='Checkpoint folder; "{task}" is replaced by the task '
+                      'index')
   p.add_argument('--collective_timeout', type=float, default=None)
-  p.add_argument('--die_at', default=None, help='EPOCH:BATCH (non-chief)')
+  p.add_argument('--die_at', default=None, help='EPOCH:BATCH')
+  p.add_argument('--die_task', type=int, default=1,
+                 help='the task that dies at --die_at (0: the chief)')
   return p.parse_args(argv)
 
 
@@ -76,20 +78,22 @@ def main(argv=None):
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-  from tfp_glow import training  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import distribute  # pylint: disable=g-import-not-at-top
   if args.mode == 'multi_worker':
     # First thing: MultiWorkerMirroredStrategy starts the cluster's server.
-    strategy = training.make_strategy(
+    strategy = distribute.make_strategy(
         'multi_worker', collective_timeout=args.collective_timeout)
   elif args.mode == 'mirrored':
     strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
   else:
-    strategy = training.make_strategy('default')
+    strategy = distribute.make_strategy('default')
 
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
   from tfp_glow import distribution as dist_lib  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
 
   ds, info = data_lib.load('digits', 'train', batch_size=args.batch,
                            shuffle=False, dequantize=False, drop_remainder=True,
@@ -101,7 +105,7 @@ def main(argv=None):
   ds = ds.with_options(options)
 
   task = task_index()
-  chief = training.is_chief(strategy)
+  chief = distribute.is_chief(strategy)
   init_batch = args.init_batch
   if args.nonchief_init_batch and not chief:
     init_batch = args.nonchief_init_batch
@@ -109,7 +113,7 @@ def main(argv=None):
   with strategy.scope():
     dist = dist_lib.glow_distribution(SHAPE, levels=2, steps_per_level=1,
                                       hidden_width=16, seed=0)
-    model = training.GlowModel(dist, n_bins=info.n_bins,
+    model = model_lib.GlowModel(dist, n_bins=info.n_bins,
                                init_batch_size=init_batch)
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
 
@@ -140,12 +144,15 @@ def main(argv=None):
 
   callbacks = [Record()]
   if args.backup_dir:
-    callbacks.append(training.BackupAndRestore(args.backup_dir))
+    callbacks.append(callbacks_lib.Backup(args.backup_dir))
   if args.ckpt_dir:
-    callbacks.append(training.ModelCheckpoint(
-        os.path.join(args.ckpt_dir.replace('{task}', str(task)),
-                     'epoch_{epoch}.weights.h5'), save_weights_only=True))
-  if args.die_at and not chief:
+    ckpt_dir = args.ckpt_dir.replace('{task}', str(task))
+    callbacks.append(callbacks_lib.Checkpoint(
+        os.path.join(ckpt_dir, 'latest.weights.h5')))
+    if args.validate:
+      callbacks.append(callbacks_lib.Checkpoint(
+          os.path.join(ckpt_dir, 'best.weights.h5'), monitor='val_bpd'))
+  if args.die_at and task == args.die_task:
     callbacks.append(Die(*(int(s) for s in args.die_at.split(':'))))
 
   history = model.fit(ds, epochs=args.epochs, callbacks=callbacks, verbose=0,

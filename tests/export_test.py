@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 import tfp_glow
-from tfp_glow import cli
+from tfp_glow import run_dir
+from tfp_glow.keras import callbacks
 from tfp_glow import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -361,8 +362,8 @@ def test_bin_export_from_a_model_dir(exported, tmp_path):
       n_bins=N_BINS, levels=glow.levels, steps_per_level=glow.steps_per_level,
       hidden_width=8, coupling='affine', permutation='conv', learn_top=True,
       num_classes=None), 'training': {}}
-  cli.write_config(str(model_dir), config)
-  cli.save_weights_atomic(model, cli.checkpoint_path(str(model_dir), 'latest'))
+  run_dir.write_config(str(model_dir), config)
+  callbacks.save_weights(model, run_dir.checkpoint_path(str(model_dir), 'latest'))
   export_dir = tmp_path / 'serving'
   proc = _run([sys.executable, os.path.join(ROOT, 'bin', 'export.py'),
                f'--model_dir={model_dir}', f'--export_dir={export_dir}',

@@ -1,4 +1,8 @@
-"""End-to-end tests of the programs in bin/, run as subprocesses on a tiny model."""
+"""End-to-end tests of the programs, run as subprocesses on a tiny model.
+
+Each program is `tfp_glow/programs/<name>.py`; `bin/<name>.py` (run here) and the
+console script `tfp-glow-<name>` only call its `run()`.
+"""
 
 import json
 import math
@@ -9,12 +13,17 @@ import subprocess
 import sys
 import time
 
+import tomllib
+
 import pytest
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, 'bin')
+PROGRAM_DIR = os.path.join(ROOT, 'tfp_glow', 'programs')
 PROGRAMS = ('train', 'sample', 'evaluate', 'interpolate')
+# The console scripts tfp-glow-<name>, each running tfp_glow.programs.<name>:run.
+SCRIPTS = ('train', 'sample', 'evaluate', 'interpolate', 'export', 'benchmark')
 TINY = ['--levels=2', '--steps_per_level=1', '--hidden_width=8', '--batch_size=64',
         '--warmup_steps=10', '--learning_rate=3e-3', '--verbose=2',
         '--temperatures=0,0.7', '--sample_every=1']
@@ -36,7 +45,11 @@ def command(program, *args):
 
 
 def start(program, *args, **kwargs):
-  return subprocess.Popen(command(program, *args), env=env(), stdout=subprocess.PIPE,
+  return start_command(command(program, *args), **kwargs)
+
+
+def start_command(cmd, **kwargs):
+  return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
@@ -51,19 +64,28 @@ def run(program, *args, timeout=240):
 
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('model'))
-  rc, out = run('train', f'--model_dir={path}', '--epochs=2', *TINY)
+  """A trained tiny model in the DEFAULT model directory (no --model_dir), run
+  from an empty working directory: `runs/digits` there."""
+  cwd = str(tmp_path_factory.mktemp('cwd'))
+  rc, out = finish(start('train', '--epochs=2', *TINY, cwd=cwd))
   assert rc == 0, out
-  return path, out
+  return os.path.join(cwd, 'runs', 'digits'), out
 
 
 def defined_flags(program):
-  with open(os.path.join(BIN, f'{program}.py')) as f:
-    return re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", f.read())
+  """The flags a program defines: in its module, and through run_dir."""
+  with open(os.path.join(PROGRAM_DIR, f'{program}.py')) as f:
+    text = f.read()
+  names = re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", text)
+  if 'run_dir.define_model_dir_flags()' in text:
+    names += ['model_dir', 'checkpoint']
+  return names
 
 
 def test_help_lists_every_flag():
   procs = {p: start(p, '--help') for p in PROGRAMS}
+  # The same program through `python -m` (what a console script runs).
+  module = start_command([sys.executable, '-m', 'tfp_glow.programs.sample', '--help'])
   for program, proc in procs.items():
     rc, out = finish(proc)
     assert rc in (0, 1), out  # absl's --help exits with 1
@@ -72,13 +94,51 @@ def test_help_lists_every_flag():
     assert len(names) >= 3, program
     for name in names:
       assert re.search(rf'--\[?(no)?\]?{name}\b', out), (program, name, out)
+    if program == 'sample':
+      # The program's own docstring is the usage text, not the launcher's.
+      assert 'Writes a grid of images sampled from a trained Glow' in out, out
+  rc, out = finish(module)
+  assert rc in (0, 1) and 'Traceback' not in out, out
+  for name in defined_flags('sample'):
+    assert re.search(rf'--\[?(no)?\]?{name}\b', out), (name, out)
   # The recipe's defaults are all in one place.
   _, out = finish(start('train', '--help'))
   assert "--levels: Multi-scale levels" in out
+  assert 'runs/<dataset> under the current directory' in out
+
+
+def test_console_scripts_and_launchers():
+  """pyproject's commands and bin/ run the same `run()` of each program."""
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    scripts = tomllib.load(f)['project']['scripts']
+  assert scripts == {f'tfp-glow-{p}': f'tfp_glow.programs.{p}:run'
+                     for p in SCRIPTS}
+  programs = sorted(f[:-3] for f in os.listdir(PROGRAM_DIR)
+                    if f.endswith('.py') and f not in ('__init__.py', 'launch.py'))
+  assert set(PROGRAMS) <= set(programs) <= set(SCRIPTS), programs
+  for program in programs:
+    with open(os.path.join(PROGRAM_DIR, f'{program}.py')) as f:
+      assert '\ndef run():\n' in f.read(), program
+    with open(os.path.join(BIN, f'{program}.py')) as f:
+      launcher = f.read()
+    # A launcher only calls the program: no flags, no import-path edits.
+    assert f'from tfp_glow.programs import {program}\n' in launcher
+    assert launcher.rstrip().endswith(f'{program}.run()'), launcher
+    assert len(launcher.splitlines()) <= 5, launcher
 
 
 def test_train_writes_everything(model_dir):
   path, out = model_dir
+  # The default model directory is runs/<dataset> under the working directory,
+  # and nothing named tfp_glow appeared there (issue 15.4: a folder tfp_glow in
+  # the working directory hides the package), so tfp_glow imports from there.
+  cwd = os.path.dirname(os.path.dirname(path))
+  for _, dirs, _ in os.walk(cwd):
+    assert 'tfp_glow' not in dirs, dirs
+  code = ('import tfp_glow; assert tfp_glow.__file__, "a namespace package"; '
+          'print(tfp_glow.data.load)')
+  rc, imported = finish(start_command([sys.executable, '-c', code], cwd=cwd))
+  assert rc == 0, imported
   with open(os.path.join(path, 'config.json')) as f:
     config = json.load(f)
   assert config['model']['levels'] == 2 and config['model']['hidden_width'] == 8
@@ -107,7 +167,7 @@ def test_train_writes_everything(model_dir):
   assert results['wall_time_s'] > 0
   assert 'Test bits/dim (test split, best weights' in out
   # A second run of the same command does not train again.
-  rc, again = run('train', f'--model_dir={path}', '--epochs=2', *TINY)
+  rc, again = finish(start('train', '--epochs=2', *TINY, cwd=cwd))
   assert rc == 0 and 'finished run' in again, again
 
 
@@ -147,17 +207,34 @@ def _epochs(out):
   return [int(m) for m in re.findall(r'^Epoch (\d+)/\d+', out, re.M)]
 
 
-def _bpds(out):
-  return [float(m) for m in re.findall(r' - bpd: ([0-9.]+)', out)]
+def _optimizer_steps(model_dir, path):
+  """The optimizer's step count stored in a checkpoint of `model_dir`."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tfp_glow  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  model = run_dir.build_model(run_dir.read_config(model_dir)['model'])
+  # The optimizer train.py builds (its variables must match the file's).
+  model.compile(optimizer=keras.optimizers.Adam(tfp_glow.WarmupSchedule(1e-3, 1),
+                                                use_ema=True))
+  model.optimizer.build(model.trainable_variables)
+  model.load_weights(path)
+  return int(model.optimizer.iterations.numpy())
 
 
 def test_sigkill_resumes_from_backup(tmp_path):
+  """Killed mid-training, the same command resumes after the last backed-up
+  epoch, with the optimizer's state: deterministic checks only (epoch numbers,
+  step counts, file integrity), no comparison of two noisy runs."""
+  from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / 'model')
-  args = (f'--model_dir={path}', '--epochs=6', '--steps_per_epoch=40', *TINY)
+  epochs, steps = 6, 40
+  args = (f'--model_dir={path}', f'--epochs={epochs}', f'--steps_per_epoch={steps}',
+          *TINY)
   log = open(str(tmp_path / 'first.log'), 'w+')
   proc = subprocess.Popen(command('train', *args), env=env(), stdout=log,
                           stderr=subprocess.STDOUT, text=True)
-  metadata = os.path.join(path, 'backup', 'training_metadata.json')
+  backup_info = os.path.join(path, 'backup', 'backup.json')
+  backup_state = os.path.join(path, 'backup', 'backup.weights.h5')
   deadline = time.time() + 180
 
   def second_epoch_started():
@@ -166,7 +243,7 @@ def test_sigkill_resumes_from_backup(tmp_path):
 
   # The first backup is written, and epoch 1's line printed (Keras prints it after
   # the callbacks ran): epoch 2 is under way.
-  while proc.poll() is None and not (os.path.exists(metadata) and
+  while proc.poll() is None and not (os.path.exists(backup_info) and
                                      second_epoch_started()):
     assert time.time() < deadline, 'no backup within 180 s'
     time.sleep(0.05)
@@ -175,25 +252,34 @@ def test_sigkill_resumes_from_backup(tmp_path):
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait(timeout=30)
   assert proc.returncode == -signal.SIGKILL
-  log.seek(0)
-  first = log.read()
   log.close()
-  with open(metadata) as f:
-    backed_up = json.load(f)['epoch']
-  assert 1 <= backed_up < 6
+  # What the kill left is whole: the backup's weights file holds its own epoch
+  # (the JSON copy is written after it, so it may be one behind) and the
+  # optimizer's steps of exactly that many epochs.
+  backed_up = callbacks.read_info(backup_state)['epoch']
+  with open(backup_info) as f:
+    assert json.load(f)['epoch'] in (backed_up - 1, backed_up)
+  assert 1 <= backed_up < epochs
+  assert _optimizer_steps(path, backup_state) == backed_up * steps
+  # The latest checkpoint is written after the backup, at each epoch's end.
+  latest = os.path.join(path, 'checkpoints', 'latest.weights.h5')
+  assert callbacks.read_info(latest)['epoch'] in (backed_up - 1, backed_up)
   assert not os.path.exists(os.path.join(path, 'results.json'))
 
   rc, second = run('train', *args)
   assert rc == 0, second
-  epochs = _epochs(second)
-  # Resumed after the backed-up epoch, not from epoch 1.
-  assert epochs == list(range(backed_up + 1, 7)), (backed_up, epochs, second)
-  # ... and from the trained weights: the first resumed epoch is no worse than the
-  # first epoch of the killed run (which started from scratch).
-  assert _bpds(second)[0] < _bpds(first)[0], (first, second)
+  # Resumed after the backed-up epoch, not from epoch 1 ...
+  assert _epochs(second) == list(range(backed_up + 1, epochs + 1)), (
+      backed_up, second)
+  # ... with the optimizer's state: its step count went on from the backup's,
+  # so the last checkpoint comes after exactly epochs * steps steps.
+  assert callbacks.read_info(latest)['epoch'] == epochs
+  assert _optimizer_steps(path, latest) == epochs * steps
+  assert not os.path.exists(os.path.join(path, 'backup'))
   with open(os.path.join(path, 'results.json')) as f:
     results = json.load(f)
   assert math.isfinite(results['test_bpd'])
+  assert results['epochs_run'] == epochs - backed_up
   assert results['checkpoint_info']['epoch'] >= 1
   rc, out = run('evaluate', f'--model_dir={path}', '--checkpoint=latest')
   assert rc == 0 and 'test bits/dim' in out, out

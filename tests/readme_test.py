@@ -34,8 +34,24 @@ def test_first_commands_match_ci():
   block = lines[lines.index('```sh') + 1:lines.index('```')]
   assert len(block) == 2, block
   setup, test = block
-  assert 'pip install -r requirements.txt' in setup
-  assert 'python bin/train.py' in setup
+  # The pins and the package itself (editable): then `import tfp_glow` works from
+  # anywhere and `python bin/train.py` needs no edit of Python's import path.
+  install = 'pip install -r requirements.txt -e .'
+  assert install in setup
+  assert setup.endswith('python bin/train.py')
   test_cmd = test.split('&&')[-1].strip()
   ci = (ROOT / '.ci' / 'run').read_text()
   assert test_cmd in ci, f'.ci/run must run the README test command {test_cmd!r}'
+  assert install in ci, f'.ci/run must install as the README does: {install!r}'
+
+
+def test_nothing_edits_the_import_path():
+  """The package is found because it is installed (or run from the checkout
+  with `python -m`), never because a file edits Python's import path."""
+  needle = '.'.join(['sys', 'path'])  # spelled so that this file has no match
+  offenders = []
+  for top in ('bin', 'tests', 'tfp_glow'):
+    for path in sorted((ROOT / top).rglob('*.py')):
+      if needle in path.read_text():
+        offenders.append(str(path.relative_to(ROOT)))
+  assert not offenders, offenders

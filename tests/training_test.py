@@ -1,7 +1,10 @@
-"""Tests of Keras training (tfp_glow.training.GlowModel) on the embedded digits."""
+"""Tests of Keras training (tfp_glow.keras: GlowModel and the checkpoint callbacks)."""
 
+import json
 import math
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -9,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 import tfp_glow
-from tfp_glow import cli
 from tfp_glow import data as data_lib
 from tfp_glow import distribution as dist_lib
+from tfp_glow.keras import callbacks
 
 SHAPE = (8, 8, 1)
 N_BINS = data_lib.DIGITS_N_BINS
@@ -93,6 +96,28 @@ def test_evaluate_bpd_matches_numpy_formula():
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize('num_classes', [None, 10])
+def test_model_and_distribution_share_the_one_likelihood(num_classes, monkeypatch):
+  model, dist = tiny_model(num_classes=num_classes)
+  x = fixed_batch(16)
+  labels = tf.range(16) % 10 if num_classes else None
+  model.initialize_from(x if labels is None else (x, labels))
+  glow = dist_lib.get_glow(dist)
+  calls = []
+  real = type(glow).log_prob_parts
+  monkeypatch.setattr(type(glow), 'log_prob_parts',
+                      lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+  inputs = x if labels is None else (x, labels)
+  got = model(inputs).numpy()
+  assert calls, 'GlowModel does not call Glow.log_prob_parts'
+  kwargs = {} if labels is None else {'bijector_kwargs': {'labels': labels}}
+  np.testing.assert_allclose(got, dist.log_prob(x, **kwargs).numpy(), rtol=1e-5,
+                             atol=1e-3)
+  # An empty batch is handled by the likelihood itself.
+  empty = x[:0] if labels is None else (x[:0], labels[:0])
+  assert model(empty).shape == (0,)
+
+
 def test_data_dependent_init_before_first_step_and_only_once(monkeypatch):
   model, _ = tiny_model()
   compile_(model)
@@ -149,8 +174,8 @@ def test_terminate_on_nan_keeps_last_good_checkpoint(tmp_path):
   batches = np.concatenate([good, poisoned[None], good])
   ds = tf.data.Dataset.from_tensor_slices(batches)
   path = str(tmp_path / 'latest.weights.h5')
-  checkpoint = cli.AtomicCheckpoint(path)
-  backup = cli.AtomicBackupAndRestore(str(tmp_path / 'backup'))
+  checkpoint = callbacks.Checkpoint(path)
+  backup = callbacks.Backup(str(tmp_path / 'backup'))
   history = model.fit(ds, epochs=4, steps_per_epoch=3, verbose=0,
                       callbacks=[keras.callbacks.TerminateOnNaN(), backup, checkpoint])
   assert len(history.history['bpd']) == 2  # stopped in epoch 2
@@ -164,19 +189,122 @@ def test_terminate_on_nan_keeps_last_good_checkpoint(tmp_path):
   restored.load_weights(path)
   assert np.all(np.isfinite(dist.log_prob(fixed_batch()).numpy()))
   # The backup of epoch 1 is kept for a resume.
-  assert os.path.exists(str(tmp_path / 'backup' / 'latest.weights.h5'))
+  assert callbacks.read_info(backup.state_path)['epoch'] == 1
+  assert backup.initial_epoch() == 1
 
 
-def test_atomic_checkpoint_keeps_best_only(tmp_path):
+def test_checkpoint_keeps_best_only(tmp_path):
   model, _ = tiny_model()
   path = str(tmp_path / 'best.weights.h5')
-  cb = cli.AtomicCheckpoint(path, monitor='val_bpd')
+  cb = callbacks.Checkpoint(path, monitor='val_bpd')
   cb.set_model(model)
   cb.on_epoch_end(0, {'val_bpd': 3.0})
   cb.on_epoch_end(1, {'val_bpd': 3.5})
   with open(str(tmp_path / 'best.json')) as f:
-    assert '"epoch": 1' in f.read()
+    assert json.load(f) == {'epoch': 1, 'val_bpd': 3.0}
+  # The epoch travels inside the weights file: the two cannot disagree.
+  assert callbacks.read_info(path) == {'epoch': 1, 'logs': {'val_bpd': 3.0}}
   # A resumed run reads the best value back: only a better one replaces it.
-  cb2 = cli.AtomicCheckpoint(path, monitor='val_bpd')
+  cb2 = callbacks.Checkpoint(path, monitor='val_bpd')
   assert cb2.best == 3.0
   assert not [f for f in os.listdir(tmp_path) if 'tmp' in f]
+  with pytest.raises(KeyError, match="'val_bpd' is not in the logs"):
+    cb2.set_model(model)
+    cb2.on_epoch_end(2, {'bpd': 1.0})
+  with pytest.raises(ValueError, match="got 'best.h5'"):
+    callbacks.Checkpoint('best.h5')
+
+
+def test_weights_file_is_replaced_atomically(tmp_path, monkeypatch):
+  """A writer that dies mid-write leaves the previous file whole; a temporary
+  left by a killed writer is removed by the next write."""
+  model, _ = tiny_model()
+  path = str(tmp_path / 'latest.weights.h5')
+  callbacks.save_weights(model, path, {'epoch': 1})
+  with open(path, 'rb') as f:
+    before = f.read()
+  real_save = type(model).save_weights
+
+  def dies_mid_write(self, filepath, overwrite=True):
+    with open(filepath, 'wb') as f:
+      f.write(b'half a file')
+    raise OSError('disk full')
+
+  monkeypatch.setattr(type(model), 'save_weights', dies_mid_write)
+  with pytest.raises(OSError, match='disk full'):
+    callbacks.save_weights(model, path, {'epoch': 2})
+  with open(path, 'rb') as f:
+    assert f.read() == before
+  assert os.listdir(tmp_path) == ['latest.weights.h5']
+  monkeypatch.setattr(type(model), 'save_weights', real_save)
+  # A SIGKILLed writer's temporary (its pid is gone) is cleaned up.
+  dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                        capture_output=True, text=True, check=True)
+  stale = tmp_path / f'latest.tmp{int(dead.stdout)}.weights.h5'
+  stale.write_bytes(b'half a file')
+  callbacks.save_weights(model, path, {'epoch': 3})
+  assert os.listdir(tmp_path) == ['latest.weights.h5']
+  assert callbacks.read_info(path) == {'epoch': 3}
+  callbacks.write_json(str(tmp_path / 'x.json'), {'a': 1})
+  assert sorted(os.listdir(tmp_path)) == ['latest.weights.h5', 'x.json']
+
+
+def _fixed_batches():
+  """Three fixed batches (no shuffle, no dequantisation noise), repeated: every
+  epoch sees the same data, in a fresh process or after a restart alike."""
+  ds = digits('train', batch_size=32, shuffle=False, dequantize=False)
+  return tf.data.Dataset.from_tensor_slices(
+      np.stack([b.numpy() for b in ds.take(3)])).repeat()
+
+
+def _fit_for_resume(seed, epochs, extra_callbacks=()):
+  model, _ = tiny_model(seed=seed, init_batch_size=32)
+  # Warmup and Adam's moments: the run only resumes exactly if the optimizer's
+  # step count and state come back with the weights.
+  model.compile(optimizer=keras.optimizers.Adam(tfp_glow.WarmupSchedule(3e-3, 5)),
+                jit_compile=False)
+  history = model.fit(_fixed_batches(), epochs=epochs, steps_per_epoch=3,
+                      verbose=0, callbacks=list(extra_callbacks))
+  return model, history
+
+
+def test_backup_resumes_exactly_where_training_stopped(tmp_path):
+  backup_dir = str(tmp_path / 'backup')
+  reference, _ = _fit_for_resume(seed=0, epochs=4)
+
+  class Crash(keras.callbacks.Callback):
+
+    def on_epoch_begin(self, epoch, logs=None):
+      if epoch == 2:
+        raise RuntimeError('crash')
+
+  with pytest.raises(RuntimeError, match='crash'):
+    _fit_for_resume(0, 4, [callbacks.Backup(backup_dir), Crash()])
+  backup = callbacks.Backup(backup_dir)
+  assert backup.initial_epoch() == 2
+  # A restart with other initial weights: everything comes from the backup.
+  resumed, history = _fit_for_resume(123, 4, [backup])
+  assert len(history.history['bpd']) == 2  # epochs 3 and 4 only
+  assert int(resumed.optimizer.iterations.numpy()) == 12
+  for a, b in zip(resumed.glow.variables, reference.glow.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6,
+                               err_msg=a.name)
+  for a, b in zip(resumed.optimizer.variables, reference.optimizer.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6,
+                               err_msg=a.name)
+  assert not os.path.exists(backup_dir)  # removed when training finished
+
+
+def test_backup_refuses_to_train_epochs_it_holds(tmp_path):
+  model, _ = tiny_model()
+  compile_(model)
+  model.fit(fixed_batch(), epochs=1, verbose=0,
+            callbacks=[callbacks.Checkpoint(str(tmp_path / 'x.weights.h5'))])
+  backup = callbacks.Backup(str(tmp_path / 'backup'))
+  backup.set_model(model)
+  backup.on_epoch_end(2, {'loss': 1.0})
+  assert backup.initial_epoch() == 3
+  backup.on_train_begin()
+  # What a plain keras.Model.fit without initial_epoch would do.
+  with pytest.raises(ValueError, match='holds 3 finished epochs, but fit'):
+    backup.on_epoch_begin(0)

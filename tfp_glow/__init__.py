@@ -21,9 +21,9 @@ from tfp_glow.distribution import initialize
 from tfp_glow.distribution import latent_noise
 from tfp_glow.distribution import parameter_count
 from tfp_glow.distribution import sample
-from tfp_glow.training import GlowModel
-from tfp_glow.training import SampleGrid
-from tfp_glow.training import WarmupSchedule
+from tfp_glow.keras import GlowModel
+from tfp_glow.keras import SampleGrid
+from tfp_glow.keras import WarmupSchedule
 
 __all__ = [
     'Glow',

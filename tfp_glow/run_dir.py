@@ -1,42 +1,52 @@
-"""What the programs in bin/ share: defaults, config.json, model rebuilding, checkpoints.
+"""A model directory: what the programs share, and how a trained model is rebuilt.
 
 `bin/train.py` writes `config.json` into its model directory; `bin/sample.py`,
-`bin/evaluate.py` and `bin/interpolate.py` rebuild the same model from that directory
-alone (`load_trained`). Layout of a model directory:
+`bin/evaluate.py`, `bin/interpolate.py` and `bin/export.py` rebuild the same model
+from that directory alone (`load_trained`). Layout of a model directory:
 
-    config.json                  the model/data settings (MODEL_KEYS) and the recipe
+    config.json                    the model/data settings (MODEL_KEYS) and the recipe
     checkpoints/latest.weights.h5  weights after the last finished epoch
     checkpoints/best.weights.h5    weights of the best val_bpd so far (with --validation)
-    checkpoints/best.json          epoch and val_bpd of that checkpoint
-    backup/                      BackupAndRestore state (resume after a crash); removed
-                                 when training finishes
-    logs/                        TensorBoard
-    samples/epoch_XXXX.png       sample grids, one row per temperature
-    results.json                 final test bits/dim, which weights, wall time
+    checkpoints/{best,latest}.json epoch and logs of that checkpoint (a copy of what
+                                   the weights file holds)
+    backup/                        the training state after the last finished epoch
+                                   (resume after a crash); removed when training
+                                   finishes
+    logs/                          TensorBoard
+    samples/epoch_XXXX.png         sample grids, one row per temperature
+    results.json                   final test bits/dim, which weights, wall time
 
-Every checkpoint file is written to a temporary name and renamed (`os.replace`), so a
-crash or SIGKILL mid-write never leaves a half-written file under the real name.
+Every file is written to a temporary name and renamed (`os.replace`), so a crash or
+SIGKILL mid-write never leaves a half-written file under the real name (see
+`tfp_glow.keras.callbacks`).
+
+The default model directory is `runs/<dataset>` under the current directory
+(`default_model_dir`). Not `/tmp/tfp_glow/...`: a folder named `tfp_glow` in the
+directory Python runs from is a namespace package that hides the installed
+`tfp_glow` (issue 15.4), so no default path has a `tfp_glow` component.
+
+The absl flags several programs share are defined by functions here
+(`define_model_dir_flags`), which only the programs call: importing this module
+defines no flag, so library code (e.g. `tfp_glow.export`) may import it.
 """
 
 import json
-import math
 import os
-
-import keras
-import numpy as np
 
 from tfp_glow import data as data_lib
 from tfp_glow import distribution as dist_lib
-from tfp_glow import training
+from tfp_glow.keras import callbacks as callbacks_lib
+from tfp_glow.keras import model as model_lib
 
 __all__ = [
-    'DEFAULTS', 'MODEL_KEYS', 'CONFIG_NAME', 'checkpoint_path', 'build_model',
-    'read_config', 'write_config', 'check_config', 'load_trained',
-    'AtomicCheckpoint', 'AtomicBackupAndRestore', 'all_finite',
+    'DEFAULTS', 'MODEL_KEYS', 'CONFIG_NAME', 'RUNS_DIR', 'checkpoint_path',
+    'default_model_dir', 'build_model', 'model_config', 'read_config',
+    'write_config', 'check_config', 'load_trained', 'load_split',
+    'resolve_translate', 'write_json', 'define_model_dir_flags',
 ]
 
-# The architecture and the training recipe, in ONE place: bin/train.py takes its flag
-# defaults from here.
+# The architecture and the training recipe, in ONE place: the training program
+# (tfp_glow/programs/train.py) takes its flag defaults from here.
 DEFAULTS = dict(
     # The recipe was chosen on the digits' validation split (docs/BENCHMARKS.md):
     # the model is small for the data, Polyak averaging (EMA 0.99) and 1-pixel
@@ -80,19 +90,9 @@ def checkpoint_path(model_dir, which):
   return os.path.join(model_dir, 'checkpoints', f'{which}.weights.h5')
 
 
-def _atomic_write_text(path, text):
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def write_json(path, obj):
-  """Writes `obj` as JSON atomically."""
-  _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+  """Writes `obj` as JSON atomically (temporary file + `os.replace`)."""
+  callbacks_lib.write_json(path, obj)
 
 
 def read_config(model_dir):
@@ -156,8 +156,8 @@ def build_model(model, seed=None, init_batch_size=DEFAULTS['init_batch_size'],
       coupling=model['coupling'], permutation=model['permutation'],
       learn_top=model['learn_top'], num_classes=model['num_classes'], seed=seed,
       compute_dtype=compute_dtype)
-  return training.GlowModel(dist, model['n_bins'], init_batch_size=init_batch_size,
-                            class_loss_weight=class_loss_weight)
+  return model_lib.GlowModel(dist, model['n_bins'], init_batch_size=init_batch_size,
+                             class_loss_weight=class_loss_weight)
 
 
 def load_trained(model_dir, which='best'):
@@ -204,108 +204,28 @@ def resolve_translate(dataset, translate):
   return 1 if dataset == 'digits' else 0
 
 
-def all_finite(logs=None, model=None):
-  """True when every number in `logs` and (if given) every weight of `model` is finite."""
-  for value in (logs or {}).values():
-    try:
-      if not math.isfinite(float(value)):
-        return False
-    except (TypeError, ValueError):
-      continue
-  if model is not None:
-    for w in model.weights:
-      v = np.asarray(w.numpy() if hasattr(w, 'numpy') else w)
-      if v.dtype.kind == 'f' and not np.all(np.isfinite(v)):
-        return False
-  return True
+# Relative to the working directory: the README's commands, run one after the other
+# from the same place, find what the first one wrote.
+RUNS_DIR = 'runs'
 
 
-def _is_chief(model):
-  """False on the non-chief workers of a multi-worker strategy (they never write)."""
-  is_chief = getattr(training, 'is_chief', None)
-  return True if is_chief is None else is_chief(model.distribute_strategy)
+def default_model_dir(dataset):
+  """`runs/<dataset>` (relative to the working directory), the dataset name made
+  safe for a folder name (`folder:/a/b` -> `folder__a_b`)."""
+  safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in dataset)
+  return os.path.join(RUNS_DIR, safe)
 
 
-def save_weights_atomic(model, path):
-  """`model.save_weights(path)` through a temporary file and `os.replace`."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  # Keras wants the suffix `.weights.h5`.
-  tmp = path[:-len('.weights.h5')] + f'.tmp{os.getpid()}.weights.h5'
-  model.save_weights(tmp, overwrite=True)
-  os.replace(tmp, path)
-
-
-class AtomicCheckpoint(keras.callbacks.Callback):
-  """Saves the weights at each epoch end, atomically; never a non-finite model.
-
-  With `monitor` (e.g. 'val_bpd'), only when it improves (lower is better) on the best
-  so far; the best value and its epoch go to `<path without .weights.h5>.json`, and a
-  resumed run reads them back so it only replaces the checkpoint with a better one.
-  An epoch whose logs or weights hold NaN/Inf (e.g. stopped by TerminateOnNaN) is never
-  saved, so the last good checkpoint stays.
-  """
-
-  def __init__(self, path, monitor=None):
-    super().__init__()
-    if not path.endswith('.weights.h5'):
-      raise ValueError(f'path must end in .weights.h5, got {path!r}.')
-    self.path = path
-    self.monitor = monitor
-    self.info_path = path[:-len('.weights.h5')] + '.json'
-    self.best = math.inf
-    if monitor and os.path.exists(self.info_path) and os.path.exists(path):
-      with open(self.info_path) as f:
-        self.best = float(json.load(f)[monitor])
-    self.skipped_non_finite = False
-
-  def on_epoch_end(self, epoch, logs=None):
-    logs = logs or {}
-    if not all_finite(logs, self.model):
-      self.skipped_non_finite = True
-      return
-    if not _is_chief(self.model):
-      return
-    if self.monitor:
-      if self.monitor not in logs:
-        raise KeyError(f'AtomicCheckpoint: {self.monitor!r} not in the logs '
-                       f'({sorted(logs)}); is there validation data?')
-      value = float(logs[self.monitor])
-      if not value < self.best:
-        return
-      self.best = value
-    save_weights_atomic(self.model, self.path)
-    write_json(self.info_path, {'epoch': epoch + 1,
-                                **{k: float(v) for k, v in logs.items()}})
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-  """`BackupAndRestore` (per epoch) whose files are written atomically.
-
-  Keras writes the backup in place (a SIGKILL mid-write leaves a damaged file) and the
-  weights before the epoch number (a kill between them repeats an epoch on newer
-  weights). Here the weights go through a temporary file and `os.replace`, then the
-  metadata. An epoch with non-finite logs or weights is not backed up, and then the
-  backup is kept at the end of training (not deleted), so that rerunning (e.g. with a
-  lower --learning_rate) resumes from the last good epoch.
-  """
-
-  def __init__(self, backup_dir):
-    super().__init__(backup_dir, save_freq='epoch', delete_checkpoint=True)
-    self.non_finite = False
-
-  def on_epoch_end(self, epoch, logs=None):
-    if not all_finite(logs, self.model):
-      self.non_finite = True
-      return
-    if not _is_chief(self.model):
-      return
-    os.makedirs(self.backup_dir, exist_ok=True)
-    save_weights_atomic(self.model, self._weights_path)
-    write_json(self._training_metadata_path, {'epoch': epoch + 1, 'batch': 0})
-
-  def on_train_batch_end(self, batch, logs=None):
-    pass
-
-  def on_train_end(self, logs=None):
-    if not self.non_finite and _is_chief(self.model):
-      super().on_train_end(logs)
+def define_model_dir_flags(flag_values=None):
+  """Defines --model_dir (required) and --checkpoint, for the programs that read
+  a model directory (sample, evaluate, interpolate, export)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if flag_values is None:
+    flag_values = flags.FLAGS
+  flags.DEFINE_string('model_dir', None, 'Model directory written by bin/train.py.',
+                      flag_values=flag_values)
+  flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
+                    'Which weights: the best validation bits/dim (falls back to '
+                    'latest when the run had no validation) or the last epoch.',
+                    flag_values=flag_values)
+  flags.mark_flag_as_required('model_dir', flag_values=flag_values)

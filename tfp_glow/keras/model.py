@@ -1,9 +1,10 @@
-"""Keras training for Glow: `GlowModel`, warmup schedule, sample-grid callback.
+"""The Keras layer of tfp_glow: `GlowModel`, the warmup schedule, sample grids.
 
 Keras does the rest: optimizers (Adam, Adamax), `use_ema` (Polyak averaging),
-`clipnorm`, `ModelCheckpoint`, `BackupAndRestore`, `TensorBoard`,
-`TerminateOnNaN` and the progress bar all work on a `GlowModel` as on any
-Keras model.
+`clipnorm`, `TensorBoard`, `TerminateOnNaN` and the progress bar all work on a
+`GlowModel` as on any Keras model; the checkpoint callbacks are in
+`tfp_glow.keras.callbacks` (atomic and chief-only), the `tf.distribute` helpers
+in `tfp_glow.keras.distribute`.
 """
 
 import math
@@ -15,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_glow import distribution as dist_lib
+from tfp_glow.keras import callbacks as callbacks_lib
+from tfp_glow.keras import distribute
 
-__all__ = ['GlowModel', 'WarmupSchedule', 'SampleGrid', 'make_strategy',
-           'is_chief', 'BackupAndRestore', 'ModelCheckpoint']
+__all__ = ['GlowModel', 'WarmupSchedule', 'SampleGrid', 'warmup_steps_for']
 
 
 class GlowModel(keras.Model):
@@ -38,7 +40,12 @@ class GlowModel(keras.Model):
     (train and `val_`/`evaluate`), the same formula as
     `tfp_glow.bits_per_dim`; `class_loss` and `accuracy` when conditional.
   * `model(x)` / `predict(x)`: the log-likelihood of each image, in nats.
-  * Under a `tf.distribute` strategy (see `make_strategy`): build the
+  * Log-likelihoods come from `Glow.log_prob_parts`, the one place log p(x)
+    is put together, as for `dist.log_prob` and the export.
+  * Resuming: with a `tfp_glow.keras.callbacks.Backup` among `fit`'s
+    callbacks, training restarts after the backed-up epoch, from its weights
+    and optimizer state.
+  * Under a `tf.distribute` strategy (see `distribute.make_strategy`): build the
     distribution and the model, and compile, inside `strategy.scope()`; `x`
     yields global batches, which Keras splits between the replicas. Each step
     is the step of one device on the whole global batch (the per-replica mean
@@ -69,11 +76,7 @@ class GlowModel(keras.Model):
     self.class_loss_weight = float(class_loss_weight)
     self.init_batch_size = int(init_batch_size)
     self._image_dims = int(np.prod(glow.image_shape))
-    seen = set()
-    for v in glow.variables:
-      if id(v) not in seen:
-        seen.add(id(v))
-        self._track_variable(v)
+    _register_variables(self, glow.variables)
     # 'loss' (the objective: mean bpd, plus the weighted class loss) is what
     # TerminateOnNaN, EarlyStopping and friends look at by default.
     self.loss_tracker = keras.metrics.Mean(name='loss')
@@ -114,25 +117,24 @@ class GlowModel(keras.Model):
     x = tf.cast(x, self.glow.dtype)
     return x, labels
 
-  def _log_prob_terms(self, x, labels):
-    """Returns (log p(x) per image, class logits or None)."""
-    if labels is not None:
-      labels = self.glow._check_labels(labels, tf.shape(x)[:1])  # pylint: disable=protected-access
-    eps, ildj, z_top = self.glow.inverse_pass(x, labels)
-    log_prob = self.distribution.distribution.log_prob(eps) + ildj
-    logits = self.glow.class_logits(z_top) if labels is not None else None
-    return log_prob, logits, labels
-
   def _bpd(self, log_prob):
     return dist_lib.bits_per_dim(log_prob, self.glow.image_shape, self.n_bins)
 
   def _objective(self, data):
+    """The loss and what the metrics need, from the flow's one likelihood.
+
+    `Glow.log_prob_parts` is the only place log p(x) is put together (labels
+    checked, empty batches handled there), so training, `evaluate`, `predict`,
+    `dist.log_prob` and the export agree by construction.
+    """
     x, labels = self._unpack(data)
-    log_prob, logits, labels = self._log_prob_terms(x, labels)
-    bpd = self._bpd(log_prob)
+    parts = self.glow.log_prob_parts(x, labels)
+    bpd = self._bpd(parts.log_prob)
     loss = tf.reduce_mean(bpd)
-    class_loss = None
-    if logits is not None:
+    class_loss = logits = None
+    if parts.class_logits is not None:
+      labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+      logits = tf.reshape(parts.class_logits, [-1, self.glow.num_classes])
       class_loss = tf.reduce_mean(
           tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
       loss += self.class_loss_weight * class_loss
@@ -154,21 +156,21 @@ class GlowModel(keras.Model):
       # batch and the optimizer SUMs the replicas' gradients, so the
       # per-replica mean is scaled by 1/n: the update is that of one device
       # on the whole global batch (what Keras's own train_step does).
-      scaled_loss = _scale_for_replicas(loss)
+      scaled_loss = distribute.scale_for_replicas(loss)
     grads = tape.gradient(scaled_loss, variables)
     self.optimizer.apply_gradients(zip(grads, variables))
-    return _rank1_for_multi_worker(
+    return distribute.rank1_for_multi_worker(
         self._update_metrics(loss, bpd, class_loss, logits, labels))
 
   def test_step(self, data):
     loss, bpd, class_loss, logits, labels = self._objective(data)
-    return _rank1_for_multi_worker(
+    return distribute.rank1_for_multi_worker(
         self._update_metrics(loss, bpd, class_loss, logits, labels))
 
   def call(self, inputs, training=False):
     del training
     x, labels = self._unpack(inputs)
-    return self._log_prob_terms(x, labels)[0]
+    return self.glow.log_prob_parts(x, labels).log_prob
 
   def predict_step(self, data):
     return self.call(data)
@@ -205,7 +207,12 @@ class GlowModel(keras.Model):
     return dist_lib.initialize(self.glow, x, labels=labels)
 
   def fit(self, x=None, y=None, **kwargs):  # pylint: disable=arguments-differ
-    """Keras `fit`, after the data-dependent init (see the class docstring)."""
+    """Keras `fit`, after the data-dependent init (see the class docstring).
+
+    With a `tfp_glow.keras.callbacks.Backup` among the callbacks whose folder
+    holds a backup, training resumes after the backed-up epoch (the callback
+    restores weights and optimizer state when training begins).
+    """
     strategy = self.distribute_strategy
     self._check_strategy(strategy)
     if (strategy.num_replicas_in_sync > 1 and self.jit_compile
@@ -218,7 +225,14 @@ class GlowModel(keras.Model):
       self.jit_compile = False
       self.train_function = self.test_function = None
       self.predict_function = None
-    if x is not None and not self.initialized:
+    # A backup to resume from sets the first epoch (and replaces the init: the
+    # restored weights include ActNorm's). Asked of our own callback through
+    # its public method, so no Keras internals are involved.
+    resume_epoch = callbacks_lib.resume_epoch(kwargs.get('callbacks'))
+    if resume_epoch:
+      kwargs['initial_epoch'] = max(kwargs.get('initial_epoch', 0),
+                                    resume_epoch)
+    if x is not None and not self.initialized and not resume_epoch:
       init_data = x if y is None else (x, y)
       if isinstance(init_data, tf.distribute.DistributedDataset):
         raise ValueError('Pass the undistributed dataset to fit(); Keras '
@@ -227,13 +241,14 @@ class GlowModel(keras.Model):
       # ActNorm variable gets the statistics of the whole init batch.
       with strategy.scope():
         self.initialize_from(init_data)
-        _broadcast_from_chief(strategy, [
+        distribute.broadcast_from_chief(strategy, [
             v for a in self.glow.actnorms() for v in a.variables])
     return super().fit(x, y, **kwargs)
 
   def _check_strategy(self, strategy):
     """A clear error when the flow's variables do not belong to `strategy`."""
-    if self._distribute_strategy is None and not tf.distribute.has_strategy():
+    if (not tf.distribute.has_strategy()
+        and strategy is tf.distribute.get_strategy()):
       return  # no strategy anywhere: plain single-device training
     outside = [v.name for v in self.glow.variables
                if not strategy.extended.variable_created_in_scope(v)]
@@ -252,121 +267,21 @@ class GlowModel(keras.Model):
                            labels=labels)
 
 
-def _scale_for_replicas(loss):
-  n = tf.distribute.get_strategy().num_replicas_in_sync
-  return loss / tf.cast(n, loss.dtype) if n > 1 else loss
+def _register_variables(layer, variables):
+  """Makes `layer` own `variables` (each once), so that `trainable_variables`,
+  the optimizers, `save_weights` / `load_weights` and the callbacks see them.
 
-
-def _rank1_for_multi_worker(logs):
-  """Keras 3 reduces a multi-worker step's outputs with
-  `strategy.reduce('MEAN', v, axis=0)`, which fails on scalars ("Invalid
-  reduction dimension 0 for input with 0 dimensions", tensorflow#72388): give
-  them shape [1] there; the reduced logs are scalars again."""
-  strategy = tf.distribute.get_strategy()
-  in_multi_worker = getattr(strategy.extended, '_in_multi_worker_mode', None)
-  if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-      and in_multi_worker is not None and in_multi_worker()):
-    return {k: tf.reshape(v, [1]) for k, v in logs.items()}
-  return logs
-
-
-def _num_workers(strategy):
-  return max(1, strategy.num_replicas_in_sync //
-             max(1, len(strategy.extended.worker_devices)))
-
-
-def _broadcast_from_chief(strategy, variables):
-  """Gives every worker the chief's values of `variables` (multi-worker only).
-
-  Each worker runs the data-dependent init on its own copy of the whole init
-  batch; should their first batches differ (an unseeded shuffle), the workers'
-  ActNorms would start apart and never meet. A SUM all-reduce of the first
-  replica's values (zeros elsewhere) is an exact broadcast.
+  The one Keras internal this package relies on: Keras 3 has no public way to
+  adopt an existing `tf.Variable` (`add_weight` creates a new one), and its
+  trackers ignore `tf.Module` attributes (tensorflow#84019). `Layer._track_variable`
+  is what Keras itself uses for this. tests/training_test.py
+  (`test_trainable_weights_are_the_flow_variables_once`) fails if it changes.
   """
-  if (not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-      or _num_workers(strategy) < 2 or not variables):
-    return
-
-  def replica_fn():
-    ctx = tf.distribute.get_replica_context()
-    first = tf.equal(ctx.replica_id_in_sync_group, 0)
-    values = [tf.where(first, v.read_value(), tf.zeros_like(v))
-              for v in variables]
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
-
-  reduced = tf.function(lambda: strategy.run(replica_fn))()
-  for v, r in zip(variables, reduced):
-    v.assign(strategy.experimental_local_results(r)[0])
-
-
-def is_chief(strategy=None):
-  """Whether this process writes checkpoints: True except on the
-  non-chief workers of a multi-worker strategy (`TF_CONFIG`'s `chief`, or
-  `worker` 0 when the cluster has no chief)."""
-  strategy = strategy or tf.distribute.get_strategy()
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is None or not getattr(resolver, 'task_type', None):
-    return True
-  task_type, task_id = resolver.task_type, resolver.task_id or 0
-  if task_type == 'chief':
-    return True
-  jobs = resolver.cluster_spec().jobs
-  return task_type == 'worker' and task_id == 0 and 'chief' not in jobs
-
-
-def make_strategy(name='default', collective_timeout=None):
-  """A `tf.distribute` strategy by name, for `bin/train.py --strategy`.
-
-  * `'default'`: the default (one device) strategy.
-  * `'mirrored'`: `MirroredStrategy` over this host's GPUs (or its CPU).
-  * `'multi_worker'`: `MultiWorkerMirroredStrategy`; the cluster and this
-    process's role come from the `TF_CONFIG` environment variable. Create it
-    first thing in the program, before any other TensorFlow op.
-    `collective_timeout` (seconds; None or 0 for none): a collective that
-    waits longer raises `DeadlineExceededError` instead of hanging, e.g. when
-    a peer worker died. Keep it well above the slowest step (the first step
-    traces the model). A dead peer is also found by the coordination service's
-    heartbeat, after about 10 s.
-
-  Build the distribution and the `GlowModel`, and compile it, inside
-  `with strategy.scope():`.
-  """
-  if name == 'default':
-    return tf.distribute.get_strategy()
-  if name == 'mirrored':
-    return tf.distribute.MirroredStrategy()
-  if name == 'multi_worker':
-    if not os.environ.get('TF_CONFIG'):
-      raise ValueError('--strategy=multi_worker needs the TF_CONFIG '
-                       'environment variable (the cluster and this task).')
-    options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=collective_timeout or None)
-    return tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=options)
-  raise ValueError(f'Unknown strategy {name!r}; expected one of default, '
-                   'mirrored, multi_worker.')
-
-
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-  """Keras's `BackupAndRestore`, except that only the chief writes (and
-  deletes) the backup; every worker restores from it, so `backup_dir` must be
-  one folder all workers see (a shared filesystem, or one machine)."""
-
-  def _save_model(self):
-    if is_chief(self.model.distribute_strategy):
-      super()._save_model()
-
-  def on_train_end(self, logs=None):
-    if is_chief(self.model.distribute_strategy):
-      super().on_train_end(logs)
-
-
-class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
-  """Keras's `ModelCheckpoint`, except that only the chief writes."""
-
-  def _should_save_model(self, epoch, batch, logs, filepath):
-    save = super()._should_save_model(epoch, batch, logs, filepath)
-    return save and is_chief(self.model.distribute_strategy)
+  seen = set()
+  for v in variables:
+    if id(v) not in seen:
+      seen.add(id(v))
+      layer._track_variable(v)  # pylint: disable=protected-access
 
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):

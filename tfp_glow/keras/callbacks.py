@@ -1,0 +1,319 @@
+"""The checkpoint callbacks: atomic, chief-only, never a non-finite model.
+
+One set, used by `bin/train.py` and by the distributed tests alike:
+
+* `Checkpoint(path, monitor=None)`: the weights after an epoch (every epoch, or
+  only when `monitor` improves), e.g. `checkpoints/latest.weights.h5` and
+  `checkpoints/best.weights.h5`.
+* `Backup(backup_dir)`: the training state after every epoch (weights,
+  optimizer state, the epoch), restored when training begins again, so a
+  crashed run resumes after its last finished epoch; removed when training
+  finishes.
+
+What they guarantee, and why:
+
+* **Atomic.** Every file is written under a temporary name in the same folder,
+  flushed to disk and renamed over the real name (`os.replace`): a crash or a
+  SIGKILL at any moment leaves either the previous file or the new one, never a
+  half-written one. The epoch and the logs of a weights file are stored inside
+  it (an HDF5 attribute, written before the rename), so a weights file and its
+  epoch can never disagree; the `.json` beside it is a copy for people.
+* **Chief-only.** Under a multi-worker strategy every worker computes the same
+  weights, but only the chief (`distribute.is_chief`) writes: one writer per
+  shared folder. Every worker reads the backup when training begins.
+* **Finite.** An epoch whose logs or weights hold NaN/Inf (e.g. the one
+  `TerminateOnNaN` stopped) is never saved, so the last good files stay; the
+  backup is then kept at the end of training, so that rerunning (e.g. with a
+  lower learning rate) resumes from the last good epoch.
+
+Only public Keras API: `Callback`, `Model.save_weights` / `load_weights` (a
+Keras 3 `.weights.h5` holds the optimizer's variables too: iterations,
+moments, EMA), `Optimizer.build`. The first epoch of a resumed run is passed to
+`fit(initial_epoch=...)`: `GlowModel.fit` does it from `Backup.initial_epoch()`;
+with another model, pass it yourself. `Backup` refuses to train epochs that its
+backup already holds.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+
+import h5py
+import keras
+import numpy as np
+
+from tfp_glow.keras import distribute
+
+__all__ = ['Checkpoint', 'Backup', 'resume_epoch', 'all_finite',
+           'save_weights', 'write_json', 'read_info', 'WEIGHTS_SUFFIX']
+
+WEIGHTS_SUFFIX = '.weights.h5'
+_INFO_ATTR = 'tfp_glow_info'
+
+
+# --- atomic files -----------------------------------------------------------------
+
+
+def _pid_alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _fsync(path):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _replace_atomically(path, write, suffix=''):
+  """Calls `write(tmp)` for a temporary file beside `path`, then renames it.
+
+  `suffix` stays at the end of the temporary name (Keras wants `.weights.h5`).
+  Temporaries left by a killed writer (its pid is gone) are removed first.
+  """
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  name = os.path.basename(path)
+  stem = name[:-len(suffix)] if suffix and name.endswith(suffix) else name
+  stale = re.compile(re.escape(stem) + r'\.tmp(\d+)' + re.escape(suffix) + '$')
+  for other in os.listdir(folder):
+    match = stale.match(other)
+    if match and not _pid_alive(int(match.group(1))):
+      try:
+        os.remove(os.path.join(folder, other))
+      except FileNotFoundError:
+        pass
+  tmp = os.path.join(folder, f'{stem}.tmp{os.getpid()}{suffix}')
+  try:
+    write(tmp)
+    _fsync(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  try:
+    _fsync(folder)  # the rename itself survives a power cut
+  except OSError:
+    pass  # a filesystem that cannot sync a folder; the rename is done
+
+
+def write_json(path, obj):
+  """Writes `obj` as JSON, atomically (temporary file + `os.replace`)."""
+  text = json.dumps(obj, indent=2, sort_keys=True) + '\n'
+
+  def write(tmp):
+    with open(tmp, 'w') as f:
+      f.write(text)
+
+  _replace_atomically(path, write)
+
+
+def save_weights(model, path, info=None):
+  """`model.save_weights(path)`, atomically; `info` (a JSON-able dict) is stored
+  inside the file, so the weights and what is said about them go together."""
+  if not path.endswith(WEIGHTS_SUFFIX):
+    raise ValueError(f'A weights path must end in {WEIGHTS_SUFFIX}, got '
+                     f'{path!r}.')
+
+  def write(tmp):
+    model.save_weights(tmp, overwrite=True)
+    if info is not None:
+      with h5py.File(tmp, 'r+') as f:
+        f.attrs[_INFO_ATTR] = json.dumps(info, sort_keys=True)
+
+  _replace_atomically(path, write, suffix=WEIGHTS_SUFFIX)
+
+
+def read_info(path):
+  """The `info` dict stored in a weights file by `save_weights` (None if none)."""
+  with h5py.File(path, 'r') as f:
+    text = f.attrs.get(_INFO_ATTR)
+  if text is None:
+    return None
+  return json.loads(text.decode() if isinstance(text, bytes) else text)
+
+
+def _info_path(path):
+  return path[:-len(WEIGHTS_SUFFIX)] + '.json'
+
+
+def _float_logs(logs):
+  out = {}
+  for key, value in (logs or {}).items():
+    try:
+      out[key] = float(value)
+    except (TypeError, ValueError):
+      continue
+  return out
+
+
+def all_finite(logs=None, variables=()):
+  """True when every number in `logs` and every float of `variables` is finite."""
+  for value in _float_logs(logs).values():
+    if not math.isfinite(value):
+      return False
+  for v in variables:
+    a = np.asarray(v.numpy() if hasattr(v, 'numpy') else v)
+    if a.dtype.kind == 'f' and not np.all(np.isfinite(a)):
+      return False
+  return True
+
+
+def _writes(model):
+  return distribute.is_chief(model.distribute_strategy)
+
+
+# --- the callbacks ------------------------------------------------------------------
+
+
+class Checkpoint(keras.callbacks.Callback):
+  """Saves the weights at each epoch end: atomic, chief-only, finite-only.
+
+  With `monitor` (e.g. 'val_bpd'), only when it improves (lower is better) on
+  the best so far. The epoch and the logs are stored in the file (see
+  `read_info`) and copied to `<path without .weights.h5>.json`; a resumed run
+  reads the best value back, so it only replaces the file with a better one.
+  An epoch whose logs or weights hold NaN/Inf is never saved
+  (`skipped_non_finite` becomes True), so the last good checkpoint stays.
+
+  Args:
+    path: the weights file, ending in `.weights.h5`.
+    monitor: a log key to minimise, or None to save every epoch.
+  """
+
+  def __init__(self, path, monitor=None):
+    super().__init__()
+    if not path.endswith(WEIGHTS_SUFFIX):
+      raise ValueError(f'path must end in {WEIGHTS_SUFFIX}, got {path!r}.')
+    self.path = path
+    self.info_path = _info_path(path)
+    self.monitor = monitor
+    self.best = math.inf
+    self.skipped_non_finite = False
+    if monitor and os.path.exists(path):
+      info = read_info(path) or {}
+      self.best = float(info.get('logs', {}).get(monitor, math.inf))
+
+  def on_epoch_end(self, epoch, logs=None):
+    logs = logs or {}
+    if not all_finite(logs, self.model.weights):
+      self.skipped_non_finite = True
+      return
+    if self.monitor:
+      if self.monitor not in logs:
+        raise KeyError(f'Checkpoint: monitor {self.monitor!r} is not in the '
+                       f'logs ({sorted(logs)}); is there validation data?')
+      value = float(logs[self.monitor])
+      if not value < self.best:
+        return
+      self.best = value
+    if not _writes(self.model):
+      return
+    info = {'epoch': epoch + 1, 'logs': _float_logs(logs)}
+    save_weights(self.model, self.path, info)
+    write_json(self.info_path, {'epoch': epoch + 1, **info['logs']})
+
+
+class Backup(keras.callbacks.Callback):
+  """Backs up the training state every epoch; restores it when training begins.
+
+  The state is one file, `backup_dir/backup.weights.h5`: the model's weights,
+  the optimizer's variables (step count, moments, EMA averages) and, inside,
+  the number of finished epochs; `backup_dir/backup.json` is a copy of that
+  number for people. Only the chief writes; every worker restores, so
+  `backup_dir` must be one folder all workers see.
+
+  To resume, the same `fit` is called again: `initial_epoch()` says where
+  training stops before (`GlowModel.fit` passes it as `initial_epoch` by
+  itself), and at `on_train_begin` the weights and optimizer state are loaded.
+  If training then begins at an epoch the backup already holds, it raises
+  rather than train those epochs again on the newer weights.
+
+  When training ends, the backup is removed, except after an epoch with
+  non-finite logs or weights (`non_finite`): that backup is kept, with the last
+  good epoch, for a rerun.
+  """
+
+  STATE_NAME = 'backup' + WEIGHTS_SUFFIX
+  INFO_NAME = 'backup.json'
+
+  def __init__(self, backup_dir):
+    super().__init__()
+    if not backup_dir:
+      raise ValueError(f'backup_dir must be a folder, got {backup_dir!r}.')
+    self.backup_dir = backup_dir
+    self.state_path = os.path.join(backup_dir, self.STATE_NAME)
+    self.non_finite = False
+    self.restored_epoch = 0
+    self._first_epoch = None
+
+  def initial_epoch(self):
+    """The epochs the backup holds (0 when there is none): the first epoch to
+    train when resuming, for `fit(initial_epoch=...)`."""
+    if not os.path.exists(self.state_path):
+      return 0
+    info = read_info(self.state_path)
+    if not info or 'epoch' not in info:
+      raise ValueError(f'{self.state_path} holds no epoch: not a backup written '
+                       'by tfp_glow.keras.callbacks.Backup.')
+    return int(info['epoch'])
+
+  def on_train_begin(self, logs=None):
+    self._first_epoch = None
+    self.restored_epoch = self.initial_epoch()
+    if not self.restored_epoch:
+      return
+    optimizer = self.model.optimizer
+    if optimizer is not None and not optimizer.built:
+      # The optimizer's variables must exist for load_weights to fill them.
+      with self.model.distribute_strategy.scope():
+        optimizer.build(self.model.trainable_variables)
+    self.model.load_weights(self.state_path)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self._first_epoch is None:
+      self._first_epoch = epoch
+      if epoch < self.restored_epoch:
+        raise ValueError(
+            f'Backup: {self.state_path} holds {self.restored_epoch} finished '
+            f'epochs, but fit() began at epoch {epoch}; pass '
+            f'initial_epoch={self.restored_epoch} (Backup.initial_epoch()) to '
+            'fit, as GlowModel.fit does.')
+
+  def on_epoch_end(self, epoch, logs=None):
+    variables = list(self.model.weights)
+    if self.model.optimizer is not None:
+      variables += list(self.model.optimizer.variables)
+    if not all_finite(logs, variables):
+      self.non_finite = True
+      return
+    if not _writes(self.model):
+      return
+    info = {'epoch': epoch + 1, 'logs': _float_logs(logs)}
+    save_weights(self.model, self.state_path, info)
+    write_json(os.path.join(self.backup_dir, self.INFO_NAME), info)
+
+  def on_train_end(self, logs=None):
+    if not self.non_finite and _writes(self.model) and os.path.isdir(
+        self.backup_dir):
+      shutil.rmtree(self.backup_dir)
+
+
+def resume_epoch(callbacks):
+  """The first epoch to train given `callbacks`: the largest
+  `Backup.initial_epoch()` among them (0 without a backup)."""
+  if callbacks is None:
+    return 0
+  callbacks = getattr(callbacks, 'callbacks', callbacks)  # a CallbackList
+  return max([cb.initial_epoch() for cb in callbacks
+              if isinstance(cb, Backup)] or [0])

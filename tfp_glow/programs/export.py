@@ -1,0 +1,61 @@
+r"""Exports a trained Glow as a SavedModel that TensorFlow Serving can serve.
+
+  python bin/export.py --model_dir=runs/digits --export_dir=/tmp/export
+
+writes `--export_dir/<version>/` (the next version after the largest present, or
+--version) through a temporary directory and a rename. Signatures (see
+`tfp_glow/export.py`): `serving_default` / `log_prob` (float images in [-0.5, 0.5]
+-> log-likelihood in nats and bits/dim), `log_prob_uint8` (uint8 bin indices),
+`sample` (count, temperature, seed -> uint8 images), `encode`, `decode`,
+`metadata`. Loading needs TensorFlow only:
+
+  saved_model_cli show --dir /tmp/export/1 --all
+  saved_model_cli run --dir /tmp/export/1 --tag_set serve \
+      --signature_def serving_default --inputs images=/tmp/x.npy
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from tfp_glow import run_dir
+from tfp_glow.programs import launch
+
+FLAGS = flags.FLAGS
+run_dir.define_model_dir_flags()
+flags.DEFINE_string('export_dir', None,
+                    'Base directory of the exports (TF Serving\'s model base path); '
+                    'the SavedModel goes to export_dir/<version>/.')
+flags.DEFINE_integer('version', None,
+                     'Version number (default: one more than the largest present). '
+                     'An existing version is never overwritten.')
+flags.mark_flag_as_required('export_dir')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.version is not None and FLAGS.version < 1:
+    raise app.UsageError(f'--version must be >= 1, got {FLAGS.version}.')
+  from tfp_glow import export  # pylint: disable=g-import-not-at-top
+
+  try:
+    model, _, _ = run_dir.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
+    path = export.save(model, FLAGS.export_dir, version=FLAGS.version)
+  except (FileNotFoundError, FileExistsError, ValueError,
+          NotADirectoryError) as e:
+    print(f'Error: {e}', file=sys.stderr)
+    return 2
+  print(f'Exported {FLAGS.model_dir} ({FLAGS.checkpoint} weights) to {path}')
+  print(f'Signatures: {", ".join(export.SIGNATURES)}')
+  return 0
+
+
+def run():
+  """The entry point of bin/export.py and of the console script tfp-glow-export."""
+  launch.run(main, __name__)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,392 @@
+r"""Trains a Glow model with Keras and reports its test bits per dimension.
+
+Example (the embedded 8x8 digits, offline, a few minutes on a CPU):
+
+  python bin/train.py --model_dir=runs/digits
+
+  python bin/train.py --dataset=cifar10 --data_dir=~/tensorflow_datasets \
+      --levels=3 --steps_per_level=32 --hidden_width=512 --model_dir=/tmp/glow_cifar
+
+Writes into --model_dir:
+  config.json                    model and data settings (sample/evaluate/interpolate
+                                 rebuild the model from it) and the training recipe
+  checkpoints/best.weights.h5    weights with the lowest val_bpd (with --validation)
+  checkpoints/latest.weights.h5  weights after the last finished epoch
+  backup/                        the training state (weights, optimizer, epoch);
+                                 rerunning the same command after a crash resumes
+                                 from the last finished epoch
+  logs/                          TensorBoard (losses, learning rate, sample grids)
+  samples/epoch_XXXX.png         sample grids, one row per --temperatures entry
+  results.json                   test bits/dim, which weights it used, wall time
+
+--model_dir defaults to runs/<dataset> under the current directory (also
+`tfp-glow-train`, `python -m tfp_glow.programs.train`). Rerunning with the same
+--model_dir resumes; a different architecture is refused.
+Training stops cleanly when the loss becomes NaN/Inf: the last good checkpoint and
+backup are kept (rerun, e.g. with a lower --learning_rate, to resume from them) and
+the program exits with status 1.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from tfp_glow import run_dir
+from tfp_glow.programs import launch
+
+D = run_dir.DEFAULTS
+FLAGS = flags.FLAGS
+
+# Data.
+flags.DEFINE_string(
+    'dataset', D['dataset'],
+    "'digits' (embedded 8x8 digits, 17 grey levels, offline), 'folder:PATH' (PNG/JPEG "
+    "files under PATH; labels from subfolders with --conditional), or a TFDS image "
+    'dataset name, e.g. mnist, cifar10, svhn_cropped, celeb_a, '
+    'imagenet_resized/32x32.')
+flags.DEFINE_string('data_dir', None,
+                    'TFDS data directory (default: TFDS\'s, ~/tensorflow_datasets).')
+flags.DEFINE_bool('download', False,
+                  'Let TFDS download and prepare a missing dataset (needs network).')
+flags.DEFINE_integer('image_size', None,
+                     'Resize (centre crop, then bilinear) images to this square size. '
+                     'Default: the native size (celeb_a: 64).')
+flags.DEFINE_integer('n_bits', None,
+                     'Keep this many bits (1..8) of 8-bit images, e.g. 5 as in the '
+                     'paper\'s CelebA-HQ. Default: all. Must be unset for digits.')
+flags.DEFINE_bool('validation', True,
+                  'Train on the train split, evaluate the validation split after each '
+                  'epoch, keep the best-val_bpd weights and report the test bits/dim '
+                  'of those. --novalidation trains on train+validation (train_full) '
+                  'and reports the final weights.')
+# Model.
+flags.DEFINE_integer('levels', D['levels'],
+                     'Multi-scale levels L (H and W must divide by 2**L).')
+flags.DEFINE_integer('steps_per_level', D['steps_per_level'],
+                     'Flow steps K per level (ActNorm, 1x1 conv, coupling).')
+flags.DEFINE_integer('hidden_width', D['hidden_width'],
+                     'Channels of the coupling networks\' hidden layers.')
+flags.DEFINE_enum('coupling', D['coupling'], ['affine', 'additive'],
+                  'Coupling layer type.')
+flags.DEFINE_enum('permutation', D['permutation'],
+                  ['conv', 'conv_lu', 'shuffle', 'reverse'],
+                  'Channel mixing: invertible 1x1 conv (plain or LU), or the fixed '
+                  'shuffle / reverse of the paper\'s ablation.')
+flags.DEFINE_bool('learn_top', D['learn_top'],
+                  'Learn the mean and scale of the top-level prior.')
+flags.DEFINE_bool('conditional', D['conditional'],
+                  'Class-conditional model (needs labels); adds the classifier loss '
+                  '(weight --class_loss_weight).')
+flags.DEFINE_float('class_loss_weight', D['class_loss_weight'],
+                   'Weight of the class prediction loss (--conditional).')
+# Recipe.
+flags.DEFINE_integer('batch_size', D['batch_size'], 'Images per training step.')
+flags.DEFINE_integer('epochs', D['epochs'], 'Training epochs.')
+flags.DEFINE_integer('steps_per_epoch', None,
+                     'Steps per epoch (the data repeats as needed). Default: one pass '
+                     'over the training split.')
+flags.DEFINE_float('learning_rate', D['learning_rate'], 'Peak learning rate.')
+flags.DEFINE_integer('warmup_steps', D['warmup_steps'],
+                     'Linear learning-rate warmup from 0, in steps.')
+flags.DEFINE_float('warmup_epochs', None,
+                   'Warmup in epochs instead (overrides --warmup_steps).')
+flags.DEFINE_enum('optimizer', D['optimizer'], ['adam', 'adamax'], 'Optimizer.')
+flags.DEFINE_bool('ema', D['ema'],
+                  'Polyak averaging: evaluate, checkpoint and report the exponential '
+                  'moving average of the weights.')
+flags.DEFINE_float('ema_momentum', D['ema_momentum'], 'Momentum of --ema.')
+flags.DEFINE_float('clipnorm', D['clipnorm'],
+                   'Clip each gradient to this norm. Default: no clipping.')
+flags.DEFINE_integer('init_batch_size', D['init_batch_size'],
+                     'Images for ActNorm\'s data-dependent initialisation.')
+flags.DEFINE_integer('seed', 0, 'Seed of the weights, the data order and noise.')
+flags.DEFINE_bool('jit_compile', D['jit_compile'],
+                  'Compile the training step with XLA (turned off with several '
+                  'replicas).')
+flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
+                  'Precision of the coupling networks\' convolutions. bfloat16 is '
+                  'the mixed-precision option (log-dets, 1x1 convolutions, priors and '
+                  'weights stay float32); fastest without --jit_compile on CPUs with '
+                  'bfloat16 support (docs/BENCHMARKS.md).')
+flags.DEFINE_integer('translate', D['translate'],
+                     'Augmentation: shift training images by up to this many whole '
+                     'pixels (zero-padded; never inside the flow). Default: 1 for '
+                     'digits, 0 for other datasets.')
+flags.DEFINE_float('translate_prob', D['translate_prob'],
+                   'With --translate, the share of training images shifted.')
+# Scale.
+flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
+                  'tf.distribute strategy: default (one device), mirrored (all GPUs '
+                  'of this machine), multi_worker (the cluster in TF_CONFIG; every '
+                  'worker runs the same command). --batch_size is the global batch.')
+flags.DEFINE_float('collective_timeout', 600.0,
+                   'multi_worker: seconds a collective may wait before failing (0: '
+                   'none); a dead peer is also detected by heartbeat in about 10 s.')
+# Output.
+flags.DEFINE_string('model_dir', None,
+                    'Where config, checkpoints, logs and samples go. Default: '
+                    'runs/<dataset> under the current directory.')
+flags.DEFINE_list('temperatures', ['0.0', '0.5', '0.7', '1.0'],
+                  'Temperatures of the sample grid rows.')
+flags.DEFINE_integer('sample_every', 10,
+                     'Write a sample grid every this many epochs (and at the end).')
+flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one '
+                     'line per epoch.')
+
+
+class UsageError(Exception):
+  """A mistake in the flags or the data: printed without a traceback."""
+
+
+def validate_flags():
+  if FLAGS.n_bits is not None and not 1 <= FLAGS.n_bits <= 8:
+    raise UsageError(f'--n_bits must be in 1..8, got {FLAGS.n_bits}.')
+  if FLAGS.dataset == 'digits' and FLAGS.n_bits is not None:
+    raise UsageError('--n_bits must be unset for digits (17 native levels).')
+  for name in ('levels', 'steps_per_level', 'hidden_width', 'batch_size', 'epochs',
+               'init_batch_size', 'sample_every'):
+    if getattr(FLAGS, name) < 1:
+      raise UsageError(f'--{name} must be >= 1, got {getattr(FLAGS, name)}.')
+  if FLAGS.steps_per_epoch is not None and FLAGS.steps_per_epoch < 1:
+    raise UsageError(f'--steps_per_epoch must be >= 1, got {FLAGS.steps_per_epoch}.')
+  if FLAGS.learning_rate <= 0:
+    raise UsageError(f'--learning_rate must be > 0, got {FLAGS.learning_rate}.')
+  if FLAGS.warmup_steps < 0:
+    raise UsageError(f'--warmup_steps must be >= 0, got {FLAGS.warmup_steps}.')
+  if FLAGS.clipnorm is not None and FLAGS.clipnorm <= 0:
+    raise UsageError(f'--clipnorm must be > 0, got {FLAGS.clipnorm}.')
+  try:
+    temps = [float(t) for t in FLAGS.temperatures]
+  except ValueError as e:
+    raise UsageError(f'--temperatures must be numbers: {e}') from e
+  if not temps or min(temps) < 0:
+    raise UsageError(f'--temperatures must be >= 0, got {FLAGS.temperatures}.')
+  return temps
+
+
+def load_data(config, split, **kwargs):
+  try:
+    return run_dir.load_split(config, split, data_dir=FLAGS.data_dir,
+                              download=FLAGS.download, **kwargs)
+  except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
+    raise UsageError(f'Cannot load {config["model"]["dataset"]!r} split {split!r}: '
+                     f'{e}') from e
+
+
+def train(model_dir, temperatures):
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import distribute  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
+
+  start = time.time()
+  # The strategy first: multi-worker setup must precede any other TF op.
+  try:
+    strategy = distribute.make_strategy(
+        FLAGS.strategy, collective_timeout=FLAGS.collective_timeout or None)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  chief = distribute.is_chief(strategy)
+  keras.utils.set_random_seed(FLAGS.seed)
+  model_flags = dict(dataset=FLAGS.dataset, image_size=FLAGS.image_size,
+                     n_bits=FLAGS.n_bits, levels=FLAGS.levels,
+                     steps_per_level=FLAGS.steps_per_level,
+                     hidden_width=FLAGS.hidden_width, coupling=FLAGS.coupling,
+                     permutation=FLAGS.permutation, learn_top=FLAGS.learn_top,
+                     conditional=FLAGS.conditional)
+  # Shape, levels and labels come from the data: load the training split first.
+  train_split = 'train' if FLAGS.validation else 'train_full'
+  probe = {'model': dict(model_flags, num_classes=1 if FLAGS.conditional else None)}
+  translate = run_dir.resolve_translate(FLAGS.dataset, FLAGS.translate)
+  train_ds, info = load_data(probe, train_split, batch_size=FLAGS.batch_size,
+                             shuffle=True, seed=FLAGS.seed, translate=translate,
+                             translate_prob=FLAGS.translate_prob)
+  try:
+    model_config = run_dir.model_config(info, **model_flags)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  recipe = {k: getattr(FLAGS, k) for k in (
+      'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
+      'warmup_epochs', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
+      'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
+      'data_dir', 'translate_prob', 'compute_dtype')}
+  recipe['translate'] = translate
+  config = {'model': model_config, 'training': recipe}
+
+  config_path = os.path.join(model_dir, run_dir.CONFIG_NAME)
+  results_path = os.path.join(model_dir, 'results.json')
+  backup_dir = os.path.join(model_dir, 'backup')
+  if os.path.exists(config_path):
+    try:
+      run_dir.check_config(run_dir.read_config(model_dir), config)
+    except ValueError as e:
+      raise UsageError(str(e)) from e
+    if os.path.exists(results_path) and not os.path.exists(backup_dir):
+      with open(results_path) as f:
+        results = json.load(f)
+      print(f'{model_dir} holds a finished run (results.json); nothing to do. Use a '
+            f'new --model_dir to train again.\n{json.dumps(results, indent=2)}')
+      return 0
+  os.makedirs(model_dir, exist_ok=True)
+  if chief:
+    run_dir.write_config(model_dir, config)
+
+  with strategy.scope():
+    try:
+      model = run_dir.build_model(
+          model_config, seed=FLAGS.seed, init_batch_size=FLAGS.init_batch_size,
+          class_loss_weight=FLAGS.class_loss_weight,
+          compute_dtype=None if FLAGS.compute_dtype == 'float32' else
+          FLAGS.compute_dtype)
+    except ValueError as e:
+      raise UsageError(f'Cannot build the model: {e}') from e
+
+  steps_per_epoch = FLAGS.steps_per_epoch
+  if steps_per_epoch is not None:
+    train_ds = train_ds.repeat()
+  else:
+    steps_per_epoch = math.ceil(info.num_examples / FLAGS.batch_size)
+  warmup = FLAGS.warmup_steps
+  if FLAGS.warmup_epochs is not None:
+    warmup = model_lib.warmup_steps_for(FLAGS.warmup_epochs, steps_per_epoch)
+  schedule = model_lib.WarmupSchedule(FLAGS.learning_rate, warmup)
+  optimizer_cls = {'adam': keras.optimizers.Adam,
+                   'adamax': keras.optimizers.Adamax}[FLAGS.optimizer]
+  with strategy.scope():
+    optimizer = optimizer_cls(learning_rate=schedule, clipnorm=FLAGS.clipnorm,
+                              use_ema=FLAGS.ema, ema_momentum=FLAGS.ema_momentum)
+    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
+
+  validation_ds = None
+  if FLAGS.validation:
+    validation_ds, val_info = load_data(config, 'validation', batch_size=256,
+                                        shuffle=False, seed=FLAGS.seed + 1)
+    # The same dequantisation noise every epoch, so epochs compare; only when small.
+    if val_info.num_examples * int(math.prod(val_info.image_shape)) * 4 < 2**30:
+      validation_ds = validation_ds.cache()
+
+  if FLAGS.strategy == 'multi_worker':
+    # Every worker reads the same files; each takes its share of every batch.
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    train_ds = train_ds.with_options(opts)
+    if validation_ds is not None:
+      validation_ds = validation_ds.with_options(opts)
+
+  log_dir = os.path.join(model_dir, 'logs') if chief else None
+  try:
+    import tensorboard  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    print('tensorboard is not installed: no TensorBoard logs (pip install '
+          'tensorboard to get them).', file=sys.stderr)
+    log_dir = None
+  callbacks = [
+      keras.callbacks.TerminateOnNaN(),
+      callbacks_lib.Backup(backup_dir),
+  ]
+  if FLAGS.ema:
+    # After the backup (which keeps the raw weights and the optimizer's averages):
+    # evaluation, checkpoints and samples below see the averaged weights.
+    callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+  latest = callbacks_lib.Checkpoint(
+      run_dir.checkpoint_path(model_dir, 'latest'))
+  callbacks.append(latest)
+  best = None
+  if FLAGS.validation:
+    best = callbacks_lib.Checkpoint(run_dir.checkpoint_path(model_dir, 'best'),
+                                    monitor='val_bpd')
+    callbacks.append(best)
+  labels = None
+  if model.conditional:
+    labels = tf.range(8) % model.glow.num_classes
+  if chief:  # Samples and logs from the chief alone.
+    callbacks += [
+        model_lib.SampleGrid(os.path.join(model_dir, 'samples'), info.n_bins,
+                             temperatures=temperatures,
+                             every_epochs=FLAGS.sample_every, log_dir=log_dir,
+                             seed=FLAGS.seed, labels=labels),
+    ]
+  if log_dir:
+    callbacks.append(keras.callbacks.TensorBoard(log_dir))
+
+  print(f'Training {model.glow.name}: {info.source}, images {list(info.image_shape)}, '
+        f'{info.n_bins} levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
+        f'parameters, model_dir {model_dir}', flush=True)
+  history = model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
+                      validation_data=validation_ds, callbacks=callbacks,
+                      verbose=FLAGS.verbose, shuffle=False)
+  nan_stop = latest.skipped_non_finite or callbacks[1].non_finite
+
+  # The test bits/dim, with the best-validation (else the final) weights.
+  which = 'best' if FLAGS.validation else 'latest'
+  path = run_dir.checkpoint_path(model_dir, which)
+  if not os.path.exists(path):
+    print(f'No finite checkpoint was written ({path}); the loss was NaN/Inf from the '
+          'first epoch. Try a lower --learning_rate or a longer warmup.',
+          file=sys.stderr)
+    return 1
+  test_split = 'test'
+  if FLAGS.dataset.startswith(data_lib.FOLDER_PREFIX):
+    test_split = 'validation' if FLAGS.validation else None
+  results = {
+      'weights': which,
+      'checkpoint': os.path.relpath(path, model_dir),
+      'epochs_run': len(history.history.get('bpd', [])),
+      'terminated_on_nan': bool(nan_stop),
+      'wall_time_s': None,
+  }
+  if os.path.exists(path[:-len('.weights.h5')] + '.json'):
+    with open(path[:-len('.weights.h5')] + '.json') as f:
+      results['checkpoint_info'] = json.load(f)
+  eval_model = run_dir.build_model(model_config)
+  eval_model.load_weights(path)
+  eval_model.compile(jit_compile=False)
+  if test_split is None:
+    print('A folder has no test split and --novalidation holds out nothing: no held-'
+          'out bits/dim to report.')
+  else:
+    test_ds, _ = load_data(config, test_split, batch_size=256, shuffle=False,
+                           seed=0)  # as bin/evaluate.py
+    test_bpd = float(eval_model.evaluate(test_ds, verbose=0, return_dict=True)['bpd'])
+    results.update(split=test_split, test_bpd=test_bpd)
+    epoch = results.get('checkpoint_info', {}).get('epoch', '?')
+    print(f'Test bits/dim ({test_split} split, {which} weights, from epoch {epoch}): '
+          f'{test_bpd:.4f}')
+  results['wall_time_s'] = time.time() - start
+  if chief:
+    run_dir.write_json(results_path, results)
+  if nan_stop:
+    print('Training stopped: the loss became NaN/Inf. The last good checkpoint and '
+          'backup were kept; rerun (e.g. with a lower --learning_rate) to resume.',
+          file=sys.stderr)
+    return 1
+  return 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    temperatures = validate_flags()
+    model_dir = FLAGS.model_dir or run_dir.default_model_dir(FLAGS.dataset)
+    return train(model_dir, temperatures)
+  except UsageError as e:
+    print(f'Error: {e}', file=sys.stderr)
+    return 2
+
+
+def run():
+  """The entry point of bin/train.py and of the console script tfp-glow-train."""
+  launch.run(main, __name__)
+
+
+if __name__ == '__main__':
+  run()
