@@ -190,9 +190,13 @@ def _plot(path, methods, scores_in, scores_out, in_name):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.4),
+  cols = min(len(methods), 2)
+  rows = -(-len(methods) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows),
                            squeeze=False)
-  for ax, method in zip(axes[0], methods):
+  for ax in axes.flat[len(methods):]:
+    ax.set_visible(False)
+  for ax, method in zip(axes.flat, methods):
     sets = [(in_name, scores_in[method])] + [
         (name, s[method]) for name, s in scores_out.items()]
     finite = np.concatenate([v[np.isfinite(v)] for _, v in sets])
@@ -206,8 +210,8 @@ def _plot(path, methods, scores_in, scores_out, in_name):
                 label=name)
     ax.set_title(method)
     ax.set_xlabel('score (higher = more anomalous)')
-  axes[0][0].set_ylabel('density')
-  axes[0][-1].legend(fontsize=8)
+    ax.set_ylabel('density')
+  axes.flat[0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
