@@ -17,6 +17,7 @@ import tfp_glow
 from tfp_glow import run_dir
 from tfp_glow.keras import callbacks
 from tfp_glow import export
+from tfp_glow import scoring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 1)
@@ -61,13 +62,17 @@ def _saved_model_cli():
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  """An unconditional GlowModel and a class-conditional bare distribution, exported."""
+  """An unconditional GlowModel (with a scoring reference, given as the model
+  directory it was saved in) and a class-conditional bare distribution, exported."""
   base = tmp_path_factory.mktemp('export')
   model = tfp_glow.GlowModel(_tiny_model(), n_bins=N_BINS)
+  reference = scoring.fit_reference(model, _images(16, seed=20)[0])
+  scoring.save_reference(reference, str(base))
   cond = _tiny_model(num_classes=NUM_CLASSES, seed=2)
-  path = export.save(model, str(base / 'uncond'))
+  path = export.save(model, str(base / 'uncond'), reference=str(base))
   cond_path = export.save(cond, str(base / 'cond'), n_bins=N_BINS)
-  return dict(model=model, cond=cond, path=path, cond_path=cond_path, base=base)
+  return dict(model=model, cond=cond, path=path, cond_path=cond_path, base=base,
+              reference=reference)
 
 
 # ----------------------------------------------------------------------------------
@@ -121,6 +126,11 @@ meta = m.signatures['metadata']()
 out['meta'] = np.concatenate([meta['image_shape'].numpy(),
                               [meta['latent_size'].numpy(), meta['n_bins'].numpy(),
                                meta['num_classes'].numpy()]])
+out['meta_reference'] = np.array([meta['reference_mean'].numpy(),
+                                  meta['reference_std'].numpy(),
+                                  meta['reference_count'].numpy()])
+for key, value in m.signatures['score'](images=tf.constant(inp['x7'])).items():
+  out['score_' + key] = value.numpy()
 
 # Eight threads, different batches, several rounds each: exactly the serial answers.
 batches = [inp['x64'][i * 8:(i + 1) * 8] for i in range(8)]
@@ -139,6 +149,9 @@ out['cond_lp'] = c.signatures['log_prob'](
 cs = c.signatures['sample'](count=tf.constant(7), temperature=tf.constant(0.8),
                             seed=tf.constant(3, tf.int64), labels=labels)
 out['cond_sample'] = cs['x'].numpy()
+cscore = c.signatures['score'](images=tf.constant(inp['x7']), labels=labels)
+out['cond_score_keys'] = np.array(sorted(cscore))
+out['cond_meta_keys'] = np.array(sorted(c.signatures['metadata']()))
 cz = c.signatures['encode'](images=tf.constant(inp['x7']), labels=labels)['latents']
 out['cond_x_again'] = c.signatures['decode'](latents=cz, labels=labels)['images'].numpy()
 
@@ -196,6 +209,23 @@ def test_loads_and_matches_in_a_process_without_tfp(exported, tmp_path):
                              rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out['x_again'], inputs['x7'], atol=1e-4)
   np.testing.assert_array_equal(out['meta'], [8, 8, 1, 64, N_BINS, 0])
+  ref = exported['reference']
+  np.testing.assert_allclose(out['meta_reference'],
+                             [ref['mean'], ref['std'], ref['count']], rtol=1e-6)
+  # The score signature: the numbers tfp_glow.scoring computes in memory.
+  want = scoring.score_all(model, inputs['x7'], ('bpd', 'typicality', 'complexity'),
+                           reference=ref)
+  np.testing.assert_allclose(out['score_bits_per_dim'], want['bpd'], rtol=1e-5)
+  np.testing.assert_allclose(out['score_png_bits_per_dim'], want['png_bpd'],
+                             rtol=1e-6)
+  np.testing.assert_allclose(out['score_complexity'], want['complexity'],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out['score_typicality'], want['typicality'],
+                             rtol=1e-4, atol=1e-4)
+  # Without a reference: no typicality, no reference metadata (never made up).
+  assert list(out['cond_score_keys']) == ['bits_per_dim', 'complexity',
+                                          'png_bits_per_dim']
+  assert not any(k.startswith('reference') for k in out['cond_meta_keys'])
   assert out['threads_exact']
 
   labels = inputs['labels7']
@@ -267,7 +297,7 @@ def _error(fn, **kwargs):
 
 def test_bad_images_are_refused_with_a_named_problem(loaded):
   m, _ = loaded
-  for name in ('log_prob', 'encode', 'serving_default'):
+  for name in ('log_prob', 'encode', 'serving_default', 'score'):
     lp = m.signatures[name]
     assert 'wrong image shape' in _error(lp, images=tf.zeros([2, 4, 4, 1]))
     assert 'wrong image shape' in _error(lp, images=tf.zeros([8, 8, 1]))
@@ -315,6 +345,20 @@ def test_uninitialised_model_is_refused(tmp_path):
                                     hidden_width=8, seed=0)
   with pytest.raises(ValueError, match='uninitialised'):
     export.save(tfp_glow.GlowModel(dist, n_bins=N_BINS), str(tmp_path / 'e'))
+  assert not (tmp_path / 'e').exists()
+
+
+def test_a_reference_for_another_model_is_refused(exported, tmp_path):
+  ref = exported['reference']
+  with pytest.raises(ValueError, match='n_bins=256'):
+    export.save(exported['model'], str(tmp_path / 'e'),
+                reference=dict(ref, n_bins=256))
+  with pytest.raises(ValueError, match='class-conditional'):
+    export.save(exported['cond'], str(tmp_path / 'e'), n_bins=N_BINS,
+                reference=ref)
+  with pytest.raises(FileNotFoundError, match='No scoring reference'):
+    export.save(exported['model'], str(tmp_path / 'e'),
+                reference=str(tmp_path / 'missing.json'))
   assert not (tmp_path / 'e').exists()
 
 

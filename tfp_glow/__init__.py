@@ -10,6 +10,7 @@ from tfp_glow import export
 from tfp_glow import architecture
 from tfp_glow import images
 from tfp_glow import nn
+from tfp_glow import scoring
 from tfp_glow.bijectors.glow import Glow
 from tfp_glow.bijectors.glow import LogProbParts
 from tfp_glow.distribution import bits_per_dim
@@ -46,4 +47,5 @@ __all__ = [
     'nn',
     'parameter_count',
     'sample',
+    'scoring',
 ]

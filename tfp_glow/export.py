@@ -27,7 +27,8 @@ unconditional models have no `labels` input.
 | `sample`           | `count` int32 `[]`, `temperature` float32 `[]`, `seed` int64 `[]` | `images` uint8 `[count, H, W, C]` (0..255), `bin_indices` uint8 (0..n_bins-1), `x` float32 (raw model output) |
 | `encode`           | `images` float32 `[N, H, W, C]` in [-0.5, 0.5] | `latents` float32 `[N, D]` |
 | `decode`           | `latents` float32 `[N, D]`                | `images` float32 `[N, H, W, C]` |
-| `metadata`         | none                                     | `image_shape` int32 `[3]`, `latent_size`, `n_bins`, `num_classes` int32 `[]` (0: unconditional), `max_count` int32 `[]` |
+| `score`            | same as `log_prob`                       | `bits_per_dim`, `png_bits_per_dim`, `complexity` float32 `[N]`; `typicality` float32 `[N]` when exported with a reference |
+| `metadata`         | none                                     | `image_shape` int32 `[3]`, `latent_size`, `n_bins`, `num_classes` int32 `[]` (0: unconditional), `max_count` int32 `[]`; with a reference also `reference_mean`, `reference_std` float32 `[]` and `reference_count` int32 `[]` |
 
 `serving_default` is the float `log_prob`. Inputs and outputs are float32 also
 for a float64 model (the computation runs in the model's dtype).
@@ -44,6 +45,19 @@ simply the pixel value; for a model trained on `n_bits`-bit data
 
 **Float images** are `[-0.5, 0.5]`, as the model sees them (e.g. the bin
 centres above, or `tfp_glow.data` pipeline output); values outside are refused.
+
+**Scores** (`score`, for out-of-distribution and anomaly detection; higher =
+more anomalous; see `tfp_glow.scoring`, which computes the same numbers in
+memory): `bits_per_dim` as above; `png_bits_per_dim` is
+`8 * len(PNG) / D` of the image's bin indices `k = floor((x + 0.5) * n_bins)`
+written as the PNG's 8-bit values (`tf.io.encode_png`, compression 9);
+`complexity = bits_per_dim - png_bits_per_dim` (Serra et al. 2020);
+`typicality = |bits_per_dim - reference_mean| / reference_std` (Nalisnick et
+al. 2019b), from the in-distribution statistics passed as
+`save(..., reference=...)` (`tfp_glow.scoring.fit_reference`) and recorded as
+constants in `metadata`. Without a reference there is no `typicality`
+output (never a made-up one). A class-conditional model scores `p(x | labels)`
+and takes no reference.
 
 **Samples** are deterministic for a given `seed` in any process: the noise is
 `tf.random.stateless_normal([count, D], seed=[seed, 0]) * temperature`, the
@@ -96,11 +110,12 @@ import tensorflow as tf
 
 from tfp_glow.data import quantize
 from tfp_glow import distribution as dist_lib
+from tfp_glow import scoring
 
 __all__ = ['save', 'next_version', 'SIGNATURES', 'DEFAULT_MAX_COUNT']
 
 SIGNATURES = ('serving_default', 'log_prob', 'log_prob_uint8', 'sample',
-              'encode', 'decode', 'metadata')
+              'encode', 'decode', 'score', 'metadata')
 _VERSION_RE = re.compile(r'^[0-9]+$')
 
 
@@ -111,8 +126,12 @@ class _GlowExporter(tf.Module):
   SavedModel holds plain variables and graphs: nothing to revive.
   """
 
-  def __init__(self, glow, n_bins, max_count):
+  def __init__(self, glow, n_bins, max_count, reference=None):
     super().__init__(name='glow_export')
+    # The reference's numbers become graph constants (no variables to save).
+    self._reference = None if reference is None else (
+        float(reference['mean']), float(reference['std']),
+        int(reference['count']))
     # Not tracked (object.__setattr__): only the variables below are saved.
     object.__setattr__(self, '_glow', glow)
     self._max_count = int(max_count)
@@ -148,6 +167,9 @@ class _GlowExporter(tf.Module):
       self.decode = tf.function(
           lambda latents, labels: self._decode(latents, labels),
           input_signature=[lat, lab])
+      self.score = tf.function(
+          lambda images, labels: self._score(images, labels),
+          input_signature=[img_f, lab])
     else:
       self.log_prob = tf.function(
           lambda images: self._log_prob(images, None),
@@ -163,6 +185,8 @@ class _GlowExporter(tf.Module):
           lambda images: self._encode(images, None), input_signature=[img_f])
       self.decode = tf.function(
           lambda latents: self._decode(latents, None), input_signature=[lat])
+      self.score = tf.function(
+          lambda images: self._score(images, None), input_signature=[img_f])
     self.metadata = tf.function(self._metadata, input_signature=[])
 
   def signatures(self):
@@ -173,6 +197,7 @@ class _GlowExporter(tf.Module):
         'sample': self.sample.get_concrete_function(),
         'encode': self.encode.get_concrete_function(),
         'decode': self.decode.get_concrete_function(),
+        'score': self.score.get_concrete_function(),
         'metadata': self.metadata.get_concrete_function(),
     }
 
@@ -263,6 +288,18 @@ class _GlowExporter(tf.Module):
     x = self._check_uint8_images(images, 'log_prob_uint8')
     return self._scores(x, labels, 'log_prob_uint8')
 
+  def _score(self, images, labels):
+    x = self._check_float_images(images, 'score')
+    bpd = self._scores(x, labels, 'score')['bits_per_dim']
+    png = scoring.png_bits_per_dim(
+        tf.cast(quantize.to_bins(x, self._n_bins), tf.uint8))
+    out = {'bits_per_dim': bpd, 'png_bits_per_dim': png,
+           'complexity': bpd - png}
+    if self._reference is not None:
+      mean, std, _ = self._reference
+      out['typicality'] = tf.abs(bpd - mean) / std
+    return out
+
   def _encode(self, images, labels):
     x = self._check_float_images(images, 'encode')
     labels = self._check_labels(labels, tf.shape(x)[0], 'encode')
@@ -313,13 +350,19 @@ class _GlowExporter(tf.Module):
     }
 
   def _metadata(self):
-    return {
+    out = {
         'image_shape': tf.constant(self._shape, tf.int32),
         'latent_size': tf.constant(self._d, tf.int32),
         'n_bins': tf.constant(self._n_bins, tf.int32),
         'num_classes': tf.constant(self._num_classes or 0, tf.int32),
         'max_count': tf.constant(self._max_count, tf.int32),
     }
+    if self._reference is not None:
+      mean, std, count = self._reference
+      out.update(reference_mean=tf.constant(mean, tf.float32),
+                 reference_std=tf.constant(std, tf.float32),
+                 reference_count=tf.constant(count, tf.int32))
+    return out
 
 
 def _unique(variables):
@@ -366,7 +409,7 @@ DEFAULT_MAX_COUNT = 1024
 
 
 def save(model_or_distribution, export_dir, version=None, n_bins=None,
-         max_count=DEFAULT_MAX_COUNT):
+         max_count=DEFAULT_MAX_COUNT, reference=None):
   """Writes a servable SavedModel to `export_dir/<version>/`; returns its path.
 
   Args:
@@ -382,6 +425,11 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None,
     max_count: the most images one `sample` request may ask for (recorded in
       `metadata`); a larger `count` is refused by name, so that one request
       cannot exhaust the server's memory.
+    reference: in-distribution bits/dim statistics for the `score`
+      signature's `typicality` (a dict from `tfp_glow.scoring.fit_reference`,
+      or the path of one saved by `save_reference`, e.g. the model
+      directory); fitted for this model (same image shape and n_bins).
+      Unconditional models only. None: `score` has no `typicality`.
 
   Raises:
     ValueError: the model is not initialised (ActNorm's data-dependent init
@@ -394,6 +442,13 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None,
   if isinstance(max_count, bool) or not isinstance(
       max_count, (int, np.integer)) or max_count < 1:
     raise ValueError(f'max_count must be a positive int, got {max_count!r}.')
+  if reference is not None:
+    if not isinstance(reference, dict):
+      reference = scoring.load_reference(reference)
+    scoring.check_reference(reference, glow.image_shape, n_bins)
+    if glow.num_classes is not None:
+      raise ValueError('A typicality reference is for unconditional models '
+                       '(scoring needs p(x)); this model is class-conditional.')
   if not initialized:
     raise ValueError('Refusing to export an uninitialised model: ActNorm\'s '
                      'data-dependent initialisation has not run (train it, '
@@ -410,7 +465,7 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None,
     raise FileExistsError(f'{final} exists; versions are never overwritten.')
   os.makedirs(export_dir, exist_ok=True)
   tmp = os.path.join(export_dir, f'.tmp-{version}-{uuid.uuid4().hex[:12]}')
-  exporter = _GlowExporter(glow, n_bins, max_count)
+  exporter = _GlowExporter(glow, n_bins, max_count, reference)
   try:
     tf.saved_model.save(exporter, tmp, signatures=exporter.signatures())
     os.rename(tmp, final)
