@@ -14,6 +14,7 @@ writes `--export_dir/<version>/` (the next version after the largest present, or
       --signature_def serving_default --inputs images=/tmp/x.npy
 """
 
+import os
 import sys
 
 from absl import app
@@ -39,10 +40,17 @@ def main(argv):
   if FLAGS.version is not None and FLAGS.version < 1:
     raise app.UsageError(f'--version must be >= 1, got {FLAGS.version}.')
   from tfp_glow import export  # pylint: disable=g-import-not-at-top
+  from tfp_glow import scoring  # pylint: disable=g-import-not-at-top
 
   try:
     model, _, _ = run_dir.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
-    path = export.save(model, FLAGS.export_dir, version=FLAGS.version)
+    # bin/score.py saves the in-distribution reference next to the model;
+    # with it the export's `score` signature also gives typicality.
+    reference = os.path.join(FLAGS.model_dir, scoring.REFERENCE_NAME)
+    reference = scoring.load_reference(reference) if os.path.exists(
+        reference) else None
+    path = export.save(model, FLAGS.export_dir, version=FLAGS.version,
+                       reference=reference)
   except (FileNotFoundError, FileExistsError, ValueError,
           NotADirectoryError) as e:
     print(f'Error: {e}', file=sys.stderr)

@@ -50,6 +50,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from tfp_glow.programs import launch
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'Model directory written by bin/train.py.')
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
@@ -148,12 +150,12 @@ class _Data:
     self.n_bins = int(self.model['n_bins'])
 
   def load(self, spec, split, seed, count):
-    from tfp_glow import cli  # pylint: disable=g-import-not-at-top
+    from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
     from tfp_glow import data  # pylint: disable=g-import-not-at-top
     common = dict(batch_size=FLAGS.batch_size, shuffle=False, dequantize=True,
                   seed=seed)
     if spec == self.model['dataset']:
-      ds, info = cli.load_split(self.config, split, data_dir=self.data_dir,
+      ds, info = run_dir.load_split(self.config, split, data_dir=self.data_dir,
                                 **common)
     else:
       if spec.startswith(data.FOLDER_PREFIX):
@@ -227,20 +229,20 @@ def main(argv):
   out_names = [s.strip() for s in FLAGS.out if s.strip()]
   if not out_names or len(set(out_names)) != len(out_names):
     raise app.UsageError(f'--out must name distinct OOD sets, got {FLAGS.out}.')
-  from tfp_glow import cli  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
   from tfp_glow import scoring  # pylint: disable=g-import-not-at-top
   from tfp_glow.data import quantize  # pylint: disable=g-import-not-at-top
   methods = _methods(scoring)
   seeds = _seeds()
 
   try:
-    model, config, path = cli.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
+    model, config, path = run_dir.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
     if config['model'].get('num_classes'):
       raise ValueError('This model is class-conditional; scoring needs an '
                        'unconditional model (the marginal p(x)).')
     background = None
     if 'ratio' in methods:
-      background, _, _ = cli.load_trained(FLAGS.background_dir, FLAGS.checkpoint)
+      background, _, _ = run_dir.load_trained(FLAGS.background_dir, FLAGS.checkpoint)
     data_dir = FLAGS.data_dir or config.get('training', {}).get('data_dir')
     loader = _Data(config, data_dir)
     in_spec = getattr(FLAGS, 'in') or config['model']['dataset']
@@ -334,7 +336,7 @@ def main(argv):
       'background_dir': FLAGS.background_dir, 'reference': ref0,
       'sets': sets, 'metrics': metrics,
   }
-  cli.write_json(os.path.join(output_dir, 'results.json'), results)
+  run_dir.write_json(os.path.join(output_dir, 'results.json'), results)
   if ref0 is not None and FLAGS.save_reference and not FLAGS.reference:
     scoring.save_reference(ref0, FLAGS.model_dir)
   plot_methods = [m for m in methods]
@@ -345,7 +347,8 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  """The entry point of bin/score.py and of the console script tfp-glow-score."""
+  launch.run(main, __name__)
 
 
 if __name__ == '__main__':
