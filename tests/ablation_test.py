@@ -193,7 +193,7 @@ def test_default_settings_are_the_train_programs_digits_model():
   s = ablation.Settings()
   for key in ('dataset', 'levels', 'steps_per_level', 'hidden_width',
               'learn_top', 'batch_size', 'learning_rate', 'warmup_steps',
-              'init_batch_size', 'jit_compile'):
+              'init_batch_size'):
     assert getattr(s, key) == d[key], key
 
 
