@@ -265,3 +265,26 @@ def test_diverged_runs_are_counted_not_averaged():
   assert rows[0]['diverged'] == 1
   np.testing.assert_allclose(rows[0]['final_test_bpd'], (2.6, 0.0))
 
+
+
+def test_paired_differences_pair_seeds_and_order_options():
+  runs = [_run('conv-affine', 0, [3.0, 2.0, 2.2], [3.0, 2.1, 2.3]),
+          _run('conv-affine', 1, [3.0, 2.1, 2.2], [3.0, 2.2, 2.4]),
+          _run('shuffle-affine', 0, [3.0, 2.3, 2.4], [3.0, 2.4, 2.5]),
+          _run('shuffle-affine', 1, [3.0, 2.2, 2.4], [3.0, 2.3, 2.5]),
+          _run('conv-affine-identity', 0, [3.0, 2.5, 2.6], [3.0, 2.6, 2.7]),
+          _run('reverse-additive', 0, [3.0, 2.5, 2.6], [3.0, 2.6, 2.7])]
+  pairs = {(p['a'], p['b']): p for p in ablation.paired_differences(
+      runs, order=['conv-affine', 'shuffle-affine'])}
+  # Two options apart from everything else: reverse-additive pairs with none.
+  assert set(pairs) == {('shuffle-affine', 'conv-affine'),
+                        ('conv-affine', 'conv-affine-identity')}
+  p = pairs[('shuffle-affine', 'conv-affine')]   # baseline first
+  assert p['option'] == 'permutation' and p['seeds'] == [0, 1]
+  mean, diffs = p['test_at_best_val']
+  np.testing.assert_allclose(diffs, [2.1 - 2.4, 2.2 - 2.3])
+  np.testing.assert_allclose(mean, -0.2)
+  np.testing.assert_allclose(p['final_test_bpd'][1], [-0.2, -0.1])
+  p = pairs[('conv-affine', 'conv-affine-identity')]
+  assert p['option'] == 'actnorm_init' and p['seeds'] == [0]
+  np.testing.assert_allclose(p['test_at_best_val'][1], [0.5])

@@ -52,11 +52,12 @@ from tfp_glow.ablation.grid import run_path
 from tfp_glow.ablation.results import NEAR_BEST_BPD
 from tfp_glow.ablation.results import aggregate
 from tfp_glow.ablation.results import collect
+from tfp_glow.ablation.results import paired_differences
 from tfp_glow.ablation.results import report
 from tfp_glow.ablation.results import steps_to_within
 
 __all__ = [
     'Config', 'DEFAULT_GRID', 'NEAR_BEST_BPD', 'Settings', 'aggregate',
-    'check_settings', 'collect', 'parse_config', 'report', 'run_grid',
-    'run_one', 'run_path', 'steps_to_within',
+    'check_settings', 'collect', 'paired_differences', 'parse_config',
+    'report', 'run_grid', 'run_one', 'run_path', 'steps_to_within',
 ]

@@ -9,7 +9,8 @@ import numpy as np
 
 from tfp_glow.ablation import files
 
-__all__ = ['collect', 'steps_to_within', 'aggregate', 'report',
+__all__ = ['collect', 'steps_to_within', 'aggregate', 'paired_differences',
+           'run_metrics', 'report',
            'summary_markdown', 'NEAR_BEST_BPD', 'CSV_COLUMNS']
 
 # Within 0.02 bits/dim of a run's own best validation bits/dim.
@@ -96,6 +97,69 @@ def aggregate(runs, order=None):
   return rows
 
 
+OPTIONS = ('permutation', 'coupling', 'actnorm_init')
+# Each option's values in the order a comparison goes (from the baseline).
+_OPTION_ORDER = {
+    'permutation': ('reverse', 'shuffle', 'conv', 'conv_lu'),
+    'coupling': ('additive', 'affine'),
+    'actnorm_init': ('data', 'identity'),
+}
+
+
+def run_metrics(run):
+  """One run's `test_at_best_val` and `final_test_bpd` (None if diverged)."""
+  if run['diverged']:
+    return {'test_at_best_val': None, 'final_test_bpd': None}
+  pts = [p for p in run['curve'] if p['val_bpd'] is not None]
+  best = min(pts, key=lambda p: p['val_bpd']) if pts else None
+  return {'test_at_best_val': best and best['test_bpd'],
+          'final_test_bpd': run['curve'][-1]['test_bpd']}
+
+
+def paired_differences(runs, order=None):
+  """Every pair of configurations that differ in exactly one option, compared
+  seed by seed (same data order, noise and weights' seed): the per-seed
+  differences `b - a` of `test_at_best_val` and `final_test_bpd`.
+
+  Pairing by seed removes what the seeds share (e.g. an easy data order) from
+  the comparison; a difference whose sign every seed agrees on is reported as
+  such. Returns dicts with `a`, `b`, `option`, `seeds`, and per metric
+  `(mean, [per-seed differences])`.
+  """
+  by_config = {}
+  for r in runs:
+    by_config.setdefault(r['config'], {})[r['seed']] = r
+  names = [n for n in (order or []) if n in by_config]
+  names += sorted(n for n in by_config if n not in names)
+  first = {n: next(iter(by_config[n].values())) for n in names}
+  out = []
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      changed = [o for o in OPTIONS if first[a][o] != first[b][o]]
+      if len(changed) != 1:
+        continue
+      option = changed[0]
+      rank = _OPTION_ORDER[option]
+      va, vb = first[a][option], first[b][option]
+      if (rank.index(va) if va in rank else 99) > (
+          rank.index(vb) if vb in rank else 99):
+        a_, b_ = b, a
+      else:
+        a_, b_ = a, b
+      seeds = sorted(set(by_config[a_]) & set(by_config[b_]))
+      entry = {'a': a_, 'b': b_, 'option': option, 'seeds': seeds}
+      for key in ('test_at_best_val', 'final_test_bpd'):
+        diffs = []
+        for seed in seeds:
+          ma = run_metrics(by_config[a_][seed])[key]
+          mb = run_metrics(by_config[b_][seed])[key]
+          if ma is not None and mb is not None:
+            diffs.append(mb - ma)
+        entry[key] = (float(np.mean(diffs)) if diffs else None, diffs)
+      out.append(entry)
+  return out
+
+
 CSV_COLUMNS = ('config', 'permutation', 'coupling', 'actnorm_init', 'seed',
                'step', 'train_bpd', 'val_bpd', 'test_bpd', 'train_seconds',
                'wall_seconds', 'steps_per_second', 'parameter_count',
@@ -126,15 +190,16 @@ def report(out_dir, order=None):
   if os.path.exists(settings_path):
     with open(settings_path) as f:
       settings = json.load(f)
+  pairs = paired_differences(runs, names)
   results = {'settings': settings, 'configs': names, 'summary': rows,
-             'runs': runs}
+             'paired_differences': pairs, 'runs': runs}
   files.write_json(os.path.join(out_dir, 'results.json'), results)
   files.atomic_write(os.path.join(out_dir, 'results.csv'), _csv_text(runs))
   if runs:
     from tfp_glow.ablation import plots  # pylint: disable=g-import-not-at-top
     plots.write_all(out_dir, runs, names, settings)
   files.atomic_write(os.path.join(out_dir, 'summary.md'),
-                summary_markdown(rows, runs, settings))
+                summary_markdown(rows, runs, settings, pairs))
   return results
 
 
@@ -161,8 +226,18 @@ def _ranking(rows, key):
   return lines
 
 
-def summary_markdown(rows, runs, settings):
-  """summary.md: settings, the table, the rankings."""
+def _diffs(pair):
+  mean, diffs = pair
+  if mean is None:
+    return '-'
+  signs = {np.sign(d) for d in diffs}
+  agree = ' (every seed)' if len(diffs) > 1 and len(signs) == 1 else ''
+  return (f'{mean:+.3f}{agree}: '
+          + ', '.join(f'{d:+.3f}' for d in diffs))
+
+
+def summary_markdown(rows, runs, settings, pairs=()):
+  """summary.md: settings, the table, the rankings, the paired differences."""
   lines = ['# Ablation summary', '']
   if settings:
     s = settings
@@ -192,6 +267,17 @@ def summary_markdown(rows, runs, settings):
   lines += _ranking(rows, 'test_at_best_val')
   lines += ['', '## Ranking by final test bits/dim', '']
   lines += _ranking(rows, 'final_test_bpd')
+  if pairs:
+    lines += [
+        '', '## One option changed, seed by seed', '',
+        'B minus A for the same seed (same data order, noise and weights\' '
+        'seed); negative: B is better. Mean, then each seed.', '',
+        '| A | B | changed | test bpd at best val, B - A | final test bpd, '
+        'B - A |', '|---|---|---|---|---|']
+    for p in pairs:
+      lines.append(f"| {p['a']} | {p['b']} | {p['option']} | "
+                   f"{_diffs(p['test_at_best_val'])} | "
+                   f"{_diffs(p['final_test_bpd'])} |")
   lines += [
       '', 'A gap marked "within the seed spread" is no larger than the larger '
       'standard deviation of the two configurations: not a difference these '
