@@ -38,19 +38,20 @@ def _curves(runs, key, x_key):
 
 
 def _y_limits(all_y, steps_all):
-  """Limits that show the interesting part: the very first evaluations (a
-  fresh flow, far above everything else) are left off the top."""
+  """Limits that show where configurations differ: the first 10% of the
+  steps (a fresh flow, far above everything else) and the highest 10% of the
+  rest are left off the top (those lines run off the panel)."""
   values = []
   for steps, y in zip(steps_all, all_y):
     if len(steps) == 0:
       continue
-    keep = steps >= 0.05 * steps.max() if steps.max() > 0 else steps >= 0
+    keep = steps >= 0.1 * steps.max() if steps.max() > 0 else steps >= 0
     values.append(y[:, keep].ravel())
   values = np.concatenate(values) if values else np.array([])
   values = values[np.isfinite(values)]
   if not values.size:
     return None
-  lo, hi = float(values.min()), float(values.max())
+  lo, hi = float(values.min()), float(np.percentile(values, 90))
   pad = 0.05 * max(hi - lo, 1e-3)
   return lo - pad, hi + pad
 
