@@ -21,7 +21,9 @@ judge it:
   train_bpd_vs_steps.png         with a band from the best to the worst seed
   samples.png, samples/<config>.png  samples at temperature T from the same
                                  latent noise for every configuration
-  summary.md                     the table and the rankings
+  summary.md                     the table, the rankings, and every two
+                                 configurations one option apart compared
+                                 seed by seed (`paired_differences`)
 
 Everything but the configuration is fixed within a seed index `k`: the
 training data order and dequantisation noise (the shuffled pipeline seeded
@@ -39,6 +41,19 @@ without evaluation or callbacks.
 Resumable: finished runs are skipped, so a killed grid loses at most the runs
 in progress. With `parallel > 1` the runs go to that many worker processes,
 each with its share of the CPU threads.
+
+Layout: `grid` (configurations, settings, one run, the runner), `results`
+(aggregation, results.json/.csv, summary.md), `plots` (matplotlib, Agg),
+`files` (atomic writes). The program is `tfp_glow.programs.ablation`.
+
+#### Example
+
+```python
+from tfp_glow import ablation
+settings = ablation.Settings(steps=1000, eval_every=50)
+ablation.run_grid(settings, ablation.DEFAULT_GRID, seeds=[0, 1],
+                  out_dir='/tmp/ablation')
+```
 """
 
 from tfp_glow.ablation.grid import Config
