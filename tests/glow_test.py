@@ -294,6 +294,46 @@ def test_initialize_rejects_bad_batches():
   assert not any(an.is_initialized for an in glow.actnorms())
 
 
+def test_actnorm_init_identity_skips_data_dependent_init():
+  """actnorm_init='identity' (the ablation's zero init): every ActNorm starts at
+  scale 1, bias 0, counts as initialised, and `initialize` changes nothing."""
+  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0,
+                                    actnorm_init='identity', validate_args=True)
+  glow = tfp_glow.get_glow(dist)
+  assert glow.actnorm_init == 'identity'
+  actnorms = glow.actnorms()
+  assert len(actnorms) == 12 and all(a.is_initialized for a in actnorms)
+  for a in actnorms:
+    np.testing.assert_array_equal(a.bias.numpy(), 0, err_msg=a.label)
+    np.testing.assert_array_equal(a.log_scale.numpy(), 0, err_msg=a.label)
+  x = _init_batch(SMALL)
+  # validate_args: log_prob runs without an initialize() call.
+  assert np.all(np.isfinite(dist.log_prob(x).numpy()))
+  values = [v.numpy().copy() for v in dist.variables]
+  assert tfp_glow.initialize(dist, x) == 0
+  for v, before in zip(dist.variables, values):
+    np.testing.assert_array_equal(v.numpy(), before, err_msg=v.name)
+  # The first step's ActNorm is the identity map with log-det 0.
+  first = glow.steps[0][0][0]
+  h = gb.Squeeze().inverse(x)
+  np.testing.assert_array_equal(first.inverse(h).numpy(), h.numpy())
+  np.testing.assert_array_equal(
+      first.inverse_log_det_jacobian(h, event_ndims=3).numpy(), 0)
+
+
+def test_actnorm_init_data_and_identity_differ_only_in_actnorm():
+  """The same seed gives the same other weights under either init."""
+  data = gb.Glow(seed=3, **glow_kwargs())
+  identity = gb.Glow(seed=3, actnorm_init='identity', **glow_kwargs())
+  assert data.actnorm_init == 'data'
+  assert not any(a.is_initialized for a in data.actnorms())
+  actnorm_ids = {id(v) for a in data.actnorms() for v in a.variables}
+  for a, b in zip(data.variables, identity.variables):
+    assert a.name == b.name
+    if id(a) not in actnorm_ids:
+      np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
 # --- sampling and temperature ------------------------------------------------------------
 
 
@@ -598,6 +638,7 @@ def test_parameter_count_refuses_unknown_options(overrides, match):
     (dict(split_fraction=1.0), 'split_fraction.*1.0'),
     (dict(coupling='bogus'), "coupling.*'bogus'"),
     (dict(permutation='lu'), "permutation.*'lu'"),
+    (dict(actnorm_init='zero'), "actnorm_init.*'zero'"),
     (dict(num_classes=1), 'num_classes.*1'),
     (dict(image_shape=(4, 4)), r'image_shape.*\(4, 4\)'),
     (dict(image_shape=(4, 4, 0)), 'image_shape'),
