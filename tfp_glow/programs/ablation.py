@@ -44,6 +44,7 @@ from absl import app
 from absl import flags
 
 from tfp_glow import ablation
+from tfp_glow.programs import launch
 
 _DEFAULTS = ablation.Settings()
 FLAGS = flags.FLAGS
@@ -179,14 +180,8 @@ def main(argv):
 
 
 def run():
-  """Entry point of bin/ablation.py and the console script.
-
-  absl's `--help` lists the flags of the main module, which for a launcher
-  is the launcher (no flags of its own): this module's flags are made its.
-  """
-  for flag in FLAGS.get_key_flags_for_module(__name__):
-    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  """The entry point of bin/ablation.py and of tfp-glow-ablation."""
+  launch.run(main, __name__)
 
 
 if __name__ == '__main__':

@@ -66,6 +66,7 @@ from tfp_glow.benchmark import config
 from tfp_glow.benchmark import memory
 from tfp_glow.benchmark import report
 from tfp_glow.benchmark import suite
+from tfp_glow.programs import launch
 
 # The module a child process runs: this program, by module name, so that it
 # finds tfp_glow the same way whether launched from bin/ or as a script.
@@ -212,14 +213,8 @@ def main(argv):
 
 
 def run():
-  """Entry point of bin/benchmark.py and the console script.
-
-  absl's `--help` lists the flags of the main module, which for a launcher
-  is the launcher (no flags of its own): this module's flags are made its.
-  """
-  for flag in FLAGS.get_key_flags_for_module(__name__):
-    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  """The entry point of bin/benchmark.py and of tfp-glow-benchmark."""
+  launch.run(main, __name__)
 
 
 if __name__ == '__main__':
