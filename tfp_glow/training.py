@@ -116,12 +116,10 @@ class GlowModel(keras.Model):
 
   def _log_prob_terms(self, x, labels):
     """Returns (log p(x) per image, class logits or None)."""
+    parts = self.glow.log_prob_parts(x, labels)
     if labels is not None:
-      labels = self.glow._check_labels(labels, tf.shape(x)[:1])  # pylint: disable=protected-access
-    eps, ildj, z_top = self.glow.inverse_pass(x, labels)
-    log_prob = self.distribution.distribution.log_prob(eps) + ildj
-    logits = self.glow.class_logits(z_top) if labels is not None else None
-    return log_prob, logits, labels
+      labels = tf.cast(labels, tf.int32)
+    return parts.log_prob, parts.class_logits, labels
 
   def _bpd(self, log_prob):
     return dist_lib.bits_per_dim(log_prob, self.glow.image_shape, self.n_bins)
