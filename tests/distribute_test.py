@@ -12,6 +12,8 @@ seed, data and global batch (16) and Adam, 3 epochs of 2 steps:
   ports, `TF_CONFIG`): both finish, their parameters agree exactly with each
   other and to 1e-4 with the reference, and only the chief (worker 0) writes
   `ModelCheckpoint` files;
+* `backprop='invert'` (gradients by inversion) under both strategies: the
+  same parameters as the single-device 'store' reference to 1e-4;
 * a worker killed (SIGKILL) mid-training: the survivor exits non-zero within
   `SURVIVOR_BOUND_S` instead of hanging (the coordination service's heartbeat,
   backed by the collective timeout `make_strategy(collective_timeout=...)`),
@@ -197,6 +199,33 @@ def test_multi_worker_two_processes(reference, tmp_path):
   assert sorted(os.listdir(os.path.join(out, 'ckpt_0'))) == [
       f'epoch_{e}.weights.h5' for e in (1, 2, 3)]
   assert not os.path.exists(os.path.join(out, 'ckpt_1'))
+
+
+def test_mirrored_with_invert_backprop_equals_store(reference, tmp_path):
+  mirrored = _run(['--mode=mirrored', '--backprop=invert'], str(tmp_path))
+  assert int(mirrored['num_replicas']) == 2
+  assert _max_diff(_params(mirrored, 'final'), _params(reference, 'final')) < TOL
+  np.testing.assert_allclose(mirrored['history'], reference['history'],
+                             atol=TOL)
+
+
+@skip_multi_worker
+def test_multi_worker_with_invert_backprop_equals_store(reference, tmp_path):
+  out = str(tmp_path)
+  args = ['--mode=multi_worker', '--validate', '--backprop=invert',
+          f'--collective_timeout={COLLECTIVE_TIMEOUT_S}']
+  procs = _start_workers(args, out, _free_ports(2), 'worker')
+  try:
+    codes = _wait_all(procs, RUN_TIMEOUT_S)
+    assert codes == [0, 0], '\n---\n'.join(_log(p) for p in procs)
+  finally:
+    _kill(procs)
+  w0, w1 = _load(out, 0), _load(out, 1)
+  for a, b in zip(_params(w0, 'final'), _params(w1, 'final')):
+    np.testing.assert_array_equal(a, b)
+  assert _max_diff(_params(w0, 'final'), _params(reference, 'final')) < TOL
+  for w in (w0, w1):
+    np.testing.assert_allclose(w['history'], reference['history'], atol=TOL)
 
 
 @skip_multi_worker
