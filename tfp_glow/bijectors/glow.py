@@ -120,7 +120,10 @@ class Glow(base.GlowBijector):
       component at a time (`tfp_glow.bijectors.invert`): only each level's
       output is kept, so activation memory stays flat in K, for about one
       extra forward pass of compute. Values are identical; gradients equal
-      'store''s up to the rounding of the rebuilt inputs (float64: ~1e-12).
+      'store''s up to the rounding of the rebuilt inputs: float64 ~1e-15;
+      float32 ~1e-6 at init, but ~1e-3 relative on a trained model, whose
+      gradient moves as much when the images move by a relative 1e-7 (ReLU
+      kinks; docs/BENCHMARKS.md). Second derivatives are not supported.
       Squeezes, split priors and the top prior use ordinary autodiff (their
       activations are per level, not per step). ActNorm's data-dependent
       init runs the ordinary path.
