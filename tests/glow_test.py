@@ -781,42 +781,44 @@ def test_invert_gradients_bfloat16_networks():
 
 
 def test_invert_compiled_dynamic_and_empty_batch():
-  """tf.function (dynamic batch, one trace): the same gradients as 'store',
-  and an empty batch gives zero gradients, not an error. (XLA, which compiles
-  per batch size, is checked through GlowModel with jit_compile=True in
-  training_test.py.)"""
-  grads = {}
-  for backprop in ('store', 'invert'):
-    glow = gb.Glow(seed=0, dtype=tf.float64, backprop=backprop,
-                   **glow_kwargs(num_classes=3, steps_per_level=1))
+  """tf.function (dynamic batch, one trace): the same gradients as 'store'
+  (eager), and an empty batch gives zero gradients, not an error. (XLA, which
+  compiles per batch size, is checked through GlowModel with jit_compile=True
+  in training_test.py.)"""
+  glows = {b: gb.Glow(seed=0, dtype=tf.float64, backprop=b,
+                      **glow_kwargs(num_classes=3, steps_per_level=1))
+           for b in ('store', 'invert')}
+  for glow in glows.values():
     harness.perturb(glow, 0, 0.1)
-    variables = glow.trainable_variables
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, 4, 4, 2], tf.float64),
-        tf.TensorSpec([None], tf.int32)])
-    def grad(x, labels, glow=glow, variables=variables):
-      with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = -tf.reduce_sum(glow.log_prob_parts(x, labels).log_prob)
-      return tape.gradient(loss, [x] + list(variables))
-
-    x = tf.constant(np.random.default_rng(1).standard_normal([3, 4, 4, 2]))
-    labels = tf.constant([0, 2, 1])
+  def grad(glow, x, labels):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = -tf.reduce_sum(glow.log_prob_parts(x, labels).log_prob)
     # (The classifier is not part of log p(x | y): None in both modes.)
-    grads[backprop] = [[None if g is None else tf.convert_to_tensor(g).numpy()
-                        for g in grad(x[:n], labels[:n])] for n in (3, 2, 0)]
-    assert grad.experimental_get_tracing_count() == 1
-  for n, a_list, b_list in zip((3, 2, 0), grads['store'], grads['invert']):
-    for a, b in zip(a_list, b_list):
+    return [None if g is None else tf.convert_to_tensor(g)
+            for g in tape.gradient(loss, [x] + list(glow.trainable_variables))]
+
+  compiled = tf.function(lambda x, l: grad(glows['invert'], x, l),
+                         input_signature=[tf.TensorSpec([None, 4, 4, 2],
+                                                        tf.float64),
+                                          tf.TensorSpec([None], tf.int32)])
+  x = tf.constant(np.random.default_rng(1).standard_normal([3, 4, 4, 2]))
+  labels = tf.constant([0, 2, 1])
+  for n in (3, 2, 0):
+    want = grad(glows['store'], x[:n], labels[:n])
+    got = compiled(x[:n], labels[:n])
+    for a, b in zip(want, got):
       assert (a is None) == (b is None)
       if a is None:
         continue
+      a, b = a.numpy(), b.numpy()
       assert a.shape == b.shape
       np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * max(
           1.0, float(np.max(np.abs(a))) if a.size else 1.0), err_msg=f'n={n}')
       if n == 0:
         assert not np.any(b), 'an empty batch moved a gradient'
+  assert compiled.experimental_get_tracing_count() == 1
 
 
 def test_invert_data_dependent_init_is_the_same():

@@ -81,6 +81,10 @@ def _model_table(results):
   return lines
 
 
+def _times(ratio):
+  return '-' if ratio is None else f'{ratio:.2f}x'
+
+
 def _memory_table(results):
   """Peak RSS and step time over K per backprop mode, with the ratios the
   memory-saving backprop is judged by (vs its own smallest K, vs 'store')."""
@@ -116,11 +120,11 @@ def _memory_table(results):
       ratio = lambda a, b: None if a is None or not b else a / b  # pylint: disable=unnecessary-lambda-assignment
       lines.append(
           f"| {k} | {bp} | {_fmt(rss, '.0f')} | "
-          f"{_fmt(ratio(rss, base), '.2f')}x | "
+          f"{_times(ratio(rss, base))} | "
           f"{_fmt(ratio(rss, store.get('peak_rss_mb')), '.0%')} | "
           + (f"{_fmt(r.get('device_peak_mb'), '.0f')} | " if device else '')
           + f"{_fmt(r.get('step_ms'), '.0f')} | "
-          f"{_fmt(ratio(r.get('step_ms'), store.get('step_ms')), '.2f')}x |")
+          f"{_times(ratio(r.get('step_ms'), store.get('step_ms')))} |")
   return lines
 
 
