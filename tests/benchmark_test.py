@@ -161,3 +161,22 @@ def test_conv2d_counts(quick_run):
   # TFP 0.25 builds its networks with tf_keras, whose variables tf.Module
   # tracking sees: none is silently left out of training.
   assert models['tfb']['tracked_variables'] == models['tfb']['variables']
+
+
+def test_memory_table_section_ratios():
+  """The --memory_table rows render with the ratios the targets are judged
+  by: against the mode's own smallest K, and against 'store' at the same K
+  (a failed child shows as failed, a missing time as '-')."""
+  rows = [dict(steps_per_level=8, backprop='store', mode='graph',
+               peak_rss_mb=1000.0, step_ms=100.0),
+          dict(steps_per_level=8, backprop='invert', mode='graph',
+               peak_rss_mb=800.0, step_ms=130.0),
+          dict(steps_per_level=32, backprop='store', mode='graph',
+               peak_rss_mb=4000.0, step_ms=None),
+          dict(steps_per_level=32, backprop='invert', error='exit 1')]
+  results = dict(memory_table=dict(config=_tiny(0.5).as_dict(),
+                                   backprops=['store', 'invert'], rows=rows))
+  table = report.render(results)
+  assert '| 8 | invert | 800 | 1.00x | 80% | 130 | 1.30x |' in table
+  assert '| 32 | store | 4000 | 4.00x | 100% | - | - |' in table
+  assert '| 32 | invert | failed: exit 1 |' in table

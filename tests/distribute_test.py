@@ -14,6 +14,8 @@ through `tfp_glow.keras.callbacks` (`Checkpoint`, `Backup`), the callbacks
   ports, `TF_CONFIG`): both finish, their parameters agree exactly with each
   other and to 1e-4 with the reference, and only the chief (worker 0) writes
   `Checkpoint` files, which hold the trained parameters;
+* `backprop='invert'` (gradients by inversion) under both strategies: the
+  same parameters as the single-device 'store' reference to 1e-4;
 * a worker killed (SIGKILL) mid-training, the non-chief and, separately, the
   chief: the survivor exits non-zero within `SURVIVOR_BOUND_S` instead of
   hanging (the coordination service's heartbeat, backed by the collective
@@ -207,6 +209,33 @@ def test_multi_worker_two_processes(reference, tmp_path):
   model.load_weights(latest)
   for v, a in zip(model.glow.variables, _params(w0, 'final')):
     np.testing.assert_array_equal(v.numpy(), a)
+
+
+def test_mirrored_with_invert_backprop_equals_store(reference, tmp_path):
+  mirrored = _run(['--mode=mirrored', '--backprop=invert'], str(tmp_path))
+  assert int(mirrored['num_replicas']) == 2
+  assert _max_diff(_params(mirrored, 'final'), _params(reference, 'final')) < TOL
+  np.testing.assert_allclose(mirrored['history'], reference['history'],
+                             atol=TOL)
+
+
+@skip_multi_worker
+def test_multi_worker_with_invert_backprop_equals_store(reference, tmp_path):
+  out = str(tmp_path)
+  args = ['--mode=multi_worker', '--validate', '--backprop=invert',
+          f'--collective_timeout={COLLECTIVE_TIMEOUT_S}']
+  procs = _start_workers(args, out, _free_ports(2), 'worker')
+  try:
+    codes = _wait_all(procs, RUN_TIMEOUT_S)
+    assert codes == [0, 0], '\n---\n'.join(_log(p) for p in procs)
+  finally:
+    _kill(procs)
+  w0, w1 = _load(out, 0), _load(out, 1)
+  for a, b in zip(_params(w0, 'final'), _params(w1, 'final')):
+    np.testing.assert_array_equal(a, b)
+  assert _max_diff(_params(w0, 'final'), _params(reference, 'final')) < TOL
+  for w in (w0, w1):
+    np.testing.assert_allclose(w['history'], reference['history'], atol=TOL)
 
 
 @skip_multi_worker

@@ -52,6 +52,8 @@ def parse_args(argv=None):
   p.add_argument('--validate', action='store_true',
                  help='validation_data: the first batch')
   p.add_argument('--lr', type=float, default=1e-3)
+  p.add_argument('--backprop', choices=['store', 'invert'], default='store',
+                 help="the Glow's backprop mode (same updates either way)")
   p.add_argument('--backup_dir', default=None,
                  help='Backup folder (shared by the workers)')
   p.add_argument('--ckpt_dir', default=None,
@@ -112,7 +114,8 @@ def main(argv=None):
 
   with strategy.scope():
     dist = dist_lib.glow_distribution(SHAPE, levels=2, steps_per_level=1,
-                                      hidden_width=16, seed=0)
+                                      hidden_width=16, seed=0,
+                                      backprop=args.backprop)
     model = model_lib.GlowModel(dist, n_bins=info.n_bins,
                                init_batch_size=init_batch)
     model.compile(optimizer=keras.optimizers.Adam(args.lr))

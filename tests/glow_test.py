@@ -862,3 +862,138 @@ def test_dist_sample_and_graph_sampling_refuse_non_finite_images():
       tfd.Sample(tfd.Normal(0., 1e30), [glow.latent_size]), glow)
   with pytest.raises(FloatingPointError, match='not finite'):
     big.sample(2, seed=(1, 2))
+
+# --- memory-saving backprop by inversion (backprop='invert') ------------------------
+
+
+# (dtype, Glow options): every coupling and permutation, the priors' options,
+# uneven splits, float32, and bfloat16 networks.
+INVERT_CASES = {
+    'affine_conv_f64': (tf.float64, dict()),
+    'affine_conv_lu_f64': (tf.float64, dict(permutation='conv_lu')),
+    'affine_shuffle_f64': (tf.float64, dict(permutation='shuffle')),
+    'affine_reverse_f64': (tf.float64, dict(permutation='reverse')),
+    'additive_conv_f64': (tf.float64, dict(coupling='additive')),
+    'additive_conv_lu_learn_top_classes_f64': (tf.float64, dict(
+        coupling='additive', permutation='conv_lu', learn_top=True,
+        num_classes=3)),
+    'additive_shuffle_split_quarter_f64': (tf.float64, dict(
+        coupling='additive', permutation='shuffle', split_fraction=0.25)),
+    'affine_conv_f32': (tf.float32, dict()),
+    'affine_reverse_learn_top_classes_f32': (tf.float32, dict(
+        permutation='reverse', learn_top=True, num_classes=3)),
+}
+
+
+def _invert_factories(**kw):
+  kw = glow_kwargs(**kw)
+  return (lambda dt: gb.Glow(seed=0, dtype=dt, backprop='store', **kw),
+          lambda dt: gb.Glow(seed=0, dtype=dt, backprop='invert', **kw))
+
+
+@pytest.mark.parametrize('case', list(INVERT_CASES))
+def test_invert_gradients_equal_store(case):
+  """Gradients to the images and to every variable: 'invert' == 'store'
+  (float64 to 1e-10, float32 to 1e-4, relative to each gradient's max)."""
+  dtype, kw = INVERT_CASES[case]
+  store, inverted = _invert_factories(**kw)
+  harness.check_invert_gradients(store, glow_config(dtype, **kw), inverted)
+
+
+def test_invert_gradients_bfloat16_networks():
+  """bfloat16 networks: the recomputation rounds a rebuilt input (float32
+  rounding away from the original) to bfloat16, which can land on the
+  neighbouring bfloat16 value; measured difference ~1e-4, bound 2e-3."""
+  kw = dict(compute_dtype=tf.bfloat16)
+  factories = [lambda dt, b=b: gb.Glow(seed=0, dtype=dt, backprop=b,
+                                       **glow_kwargs(), **kw)
+               for b in ('store', 'invert')]
+  worst = harness.check_invert_gradients(
+      factories[0], glow_config(tf.float32), factories[1], tol=2e-3)
+  print(f'bfloat16 networks: largest relative difference {worst:.2g}')
+
+
+def test_invert_compiled_dynamic_and_empty_batch():
+  """tf.function (dynamic batch, one trace): the same gradients as 'store'
+  (eager), and an empty batch gives zero gradients, not an error. (XLA, which
+  compiles per batch size, is checked through GlowModel with jit_compile=True
+  in training_test.py.)"""
+  glows = {b: gb.Glow(seed=0, dtype=tf.float64, backprop=b,
+                      **glow_kwargs(num_classes=3, steps_per_level=1))
+           for b in ('store', 'invert')}
+  for glow in glows.values():
+    harness.perturb(glow, 0, 0.1)
+
+  def grad(glow, x, labels):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = -tf.reduce_sum(glow.log_prob_parts(x, labels).log_prob)
+    # (The classifier is not part of log p(x | y): None in both modes.)
+    return [None if g is None else tf.convert_to_tensor(g)
+            for g in tape.gradient(loss, [x] + list(glow.trainable_variables))]
+
+  compiled = tf.function(lambda x, l: grad(glows['invert'], x, l),
+                         input_signature=[tf.TensorSpec([None, 4, 4, 2],
+                                                        tf.float64),
+                                          tf.TensorSpec([None], tf.int32)])
+  x = tf.constant(np.random.default_rng(1).standard_normal([3, 4, 4, 2]))
+  labels = tf.constant([0, 2, 1])
+  for n in (3, 2, 0):
+    want = grad(glows['store'], x[:n], labels[:n])
+    got = compiled(x[:n], labels[:n])
+    for a, b in zip(want, got):
+      assert (a is None) == (b is None)
+      if a is None:
+        continue
+      a, b = a.numpy(), b.numpy()
+      assert a.shape == b.shape
+      np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * max(
+          1.0, float(np.max(np.abs(a))) if a.size else 1.0), err_msg=f'n={n}')
+      if n == 0:
+        assert not np.any(b), 'an empty batch moved a gradient'
+  assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_invert_data_dependent_init_is_the_same():
+  """ActNorm's init runs eagerly without gradients: 'invert' must not change
+  it (it takes the ordinary path)."""
+  values = {}
+  for backprop in ('store', 'invert'):
+    dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0,
+                                      backprop=backprop)
+    assert tfp_glow.initialize(dist, _init_batch(SMALL, 0)) == 12
+    values[backprop] = [v.numpy() for v in dist.variables]
+  for a, b in zip(values['store'], values['invert']):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_invert_runs_each_network_once_more_in_the_backward_pass():
+  """The coupling fuses rebuild and recompute: one extra network evaluation
+  per coupling (RevNet's ~1.33x), not two."""
+  dist, wrappers = _counting_dist()
+  glow = tfp_glow.get_glow(dist)
+  glow._backprop = 'invert'  # pylint: disable=protected-access
+  with tf.GradientTape() as tape:
+    loss = -tf.reduce_sum(dist.log_prob(_x()))
+  assert [w.calls for w in wrappers] == [1] * len(wrappers)
+  tape.gradient(loss, glow.trainable_variables)
+  assert [w.calls for w in wrappers] == [2] * len(wrappers)
+
+
+@pytest.mark.parametrize('dtype, bound', [(tf.float64, 1e-12),
+                                          (tf.float32, 1e-5)])
+def test_reconstruction_errors_per_depth(dtype, bound):
+  glow = gb.Glow(seed=0, dtype=dtype, backprop='invert',
+                 **glow_kwargs(image_shape=MEDIUM, steps_per_level=4))
+  harness.perturb(glow, 0, 0.1)
+  x = tf.constant(np.random.default_rng(1).uniform(-0.5, 0.5, [4, 8, 8, 3]),
+                  dtype)
+  errors = glow.reconstruction_errors(x)
+  assert [e.shape for e in errors] == [(4,), (4,)]
+  worst = max(float(np.max(e)) for e in errors)
+  assert worst < bound, errors
+
+
+def test_bad_backprop_raises():
+  with pytest.raises(ValueError, match="backprop.*'checkpoint'"):
+    gb.Glow(backprop='checkpoint', **glow_kwargs())

@@ -13,6 +13,8 @@ with `perturb`, and asserts one property against an independent computation:
 - `check_gradients`: a log-likelihood reaches every trainable variable.
 - `check_saved_model`: SavedModel save + load gives the same outputs.
 - `check_batch_shapes`: a rank-2 batch shape [2, 3] == the flattened batch [6].
+- `check_invert_gradients`: gradients under the memory-saving backprop by
+  inversion (`backprop='invert'`) equal those of ordinary autodiff.
 
 Direction convention (TFP's): `inverse` maps data -> latent, `forward` latent
 -> data. Class labels, when `Config.num_classes` is set, are passed as the
@@ -34,7 +36,8 @@ tfd = tfp.distributions
 __all__ = [
     'Config', 'perturb', 'build', 'data', 'latent', 'bijector_kwargs',
     'jacobian_log_det', 'check_round_trip', 'check_log_det', 'check_compiled',
-    'check_gradients', 'check_saved_model', 'check_batch_shapes', 'CHECKS',
+    'check_gradients', 'check_saved_model', 'check_batch_shapes',
+    'check_invert_gradients', 'invert_tol', 'CHECKS',
 ]
 
 
@@ -363,6 +366,78 @@ def check_batch_shapes(factory, cfg):
     np.testing.assert_allclose(
         tf.reshape(out, [6] + out_shapes[name]).numpy(), flat.numpy(), **tol,
         err_msg=f'{name}: batch [2, 3] != flattened batch [6]')
+
+
+def invert_tol(dtype):
+  """Relative tolerance of 'invert' vs 'store' gradients (per tensor, of its
+  max-abs): the rebuilt inputs carry the inverse's rounding."""
+  return 1e-4 if dtype == tf.float32 else 1e-10
+
+
+def _gradient_of(bij, cfg, kw, x, through):
+  """Gradients of a generic scalar of `through(bij, x)` = (out, ldj) to
+  [x] + trainable variables: random weights on every output and on the
+  log-det, so every cotangent entry is exercised."""
+  rng = np.random.default_rng(cfg.seed + 7)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out, ldj = through(bij, x, kw)
+    w_out = tf.constant(rng.standard_normal(out.shape.as_list()), out.dtype)
+    w_ldj = tf.constant(rng.standard_normal(ldj.shape.as_list()), ldj.dtype)
+    scalar = tf.reduce_sum(w_out * out) + tf.reduce_sum(w_ldj * ldj)
+  variables = bij.trainable_variables
+  grads = tape.gradient(scalar, [x] + list(variables))
+  names = ['input'] + [v.name for v in variables]
+  return scalar.numpy(), names, [
+      None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+def check_invert_gradients(factory, cfg, invert_factory=None, tol=None):
+  """Gradients by inversion equal those of ordinary autodiff.
+
+  A component (`invert_factory=None`): the same bijector through
+  `invert.chain_inverse` (ordinary) and `invert.chain_inverse_by_inversion`.
+  A whole Glow: `factory` builds it with `backprop='store'`,
+  `invert_factory` with `backprop='invert'` (same seed, same perturbation),
+  and the scalar weighs its latent `eps` and its `ildj` (priors included).
+  Every gradient must agree to `tol` (default `invert_tol(cfg.dtype)`)
+  relative to its max-abs, and be None in both or in neither. Returns the
+  largest relative difference.
+  """
+  from tfp_glow.bijectors import invert  # pylint: disable=g-import-not-at-top
+  kw = bijector_kwargs(cfg)
+  x = data(cfg)
+  if invert_factory is None:
+    store_bij = invert_bij = build(factory, cfg)
+    plain = lambda b, v, k: invert.chain_inverse([b], v)  # pylint: disable=unnecessary-lambda-assignment
+    inverted = lambda b, v, k: invert.chain_inverse_by_inversion([b], v)  # pylint: disable=unnecessary-lambda-assignment
+  else:
+    store_bij, invert_bij = build(factory, cfg), build(invert_factory, cfg)
+    assert invert_bij.backprop == 'invert', invert_bij.backprop
+    def whole(b, v, k):
+      parts = b.log_prob_parts(v, k.get('labels'))
+      return parts.eps, parts.ildj
+    plain = inverted = whole
+  value_a, names, store = _gradient_of(store_bij, cfg, kw, x, plain)
+  value_b, _, inv = _gradient_of(invert_bij, cfg, kw, x, inverted)
+  np.testing.assert_allclose(value_b, value_a, rtol=1e-12 if (
+      cfg.dtype == tf.float64) else 1e-6, err_msg='values differ')
+  tol = invert_tol(cfg.dtype) if tol is None else tol
+  worst, bad = 0.0, []
+  for name, a, b in zip(names, store, inv):
+    if (a is None) != (b is None):
+      bad.append(f'{name}: store {a is None and "None"}, invert '
+                 f'{b is None and "None"}')
+      continue
+    if a is None:
+      continue
+    scale = max(float(np.max(np.abs(a))), np.finfo(np.float64).tiny)
+    rel = float(np.max(np.abs(a - b))) / scale
+    worst = max(worst, rel)
+    if not rel <= tol:
+      bad.append(f'{name}: relative difference {rel:.3g} > {tol:g}')
+  assert not bad, f"gradients under 'invert' differ from 'store': {bad}"
+  return worst
 
 
 CHECKS = {

@@ -15,9 +15,10 @@ import pytest
 import tensorflow as tf
 
 import tfp_glow
-from tfp_glow import cli
 from tfp_glow import data
+from tfp_glow import run_dir
 from tfp_glow import scoring
+from tfp_glow.keras import callbacks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (8, 8, 1)
@@ -261,9 +262,9 @@ def _model_dir(path, dist):
       n_bins=N_BINS, levels=glow.levels, steps_per_level=glow.steps_per_level,
       hidden_width=8, coupling='affine', permutation='conv', learn_top=True,
       num_classes=None), 'training': {}}
-  cli.write_config(str(path), config)
+  run_dir.write_config(str(path), config)
   model = tfp_glow.GlowModel(dist, n_bins=N_BINS)
-  cli.save_weights_atomic(model, cli.checkpoint_path(str(path), 'latest'))
+  callbacks.save_weights(model, run_dir.checkpoint_path(str(path), 'latest'))
   return str(path), config, model
 
 
@@ -311,9 +312,9 @@ def test_score_program_end_to_end(models, tmp_path):
   assert saved['data']['seed'] == 0 and saved['count'] == 144
 
   # The program's numbers are the library's on the same images (seed 0).
-  ds, _ = cli.load_split(config, 'test', batch_size=24, shuffle=False, seed=0)
+  ds, _ = run_dir.load_split(config, 'test', batch_size=24, shuffle=False, seed=0)
   x_in = next(iter(ds)).numpy()
-  ref_ds, _ = cli.load_split(config, 'validation', batch_size=256, shuffle=False,
+  ref_ds, _ = run_dir.load_split(config, 'validation', batch_size=256, shuffle=False,
                              seed=0)
   ref = scoring.fit_reference(model, ref_ds)
   assert saved['mean'] == pytest.approx(ref['mean'], rel=1e-6)

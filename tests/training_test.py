@@ -308,3 +308,35 @@ def test_backup_refuses_to_train_epochs_it_holds(tmp_path):
   # What a plain keras.Model.fit without initial_epoch would do.
   with pytest.raises(ValueError, match='holds 3 finished epochs, but fit'):
     backup.on_epoch_begin(0)
+
+
+
+def test_fit_with_invert_backprop_gives_the_store_weights():
+  """GlowModel.fit under backprop='invert' (class-conditional, so labels and
+  the classifier loss go through it) makes the updates of 'store': the same
+  weights after a few steps, under XLA (bin/train.py's default; a plain
+  graph is checked in glow_test.py and, through fit, distribute_test.py).
+
+  Plain SGD, so that a weight moves by lr x its gradient: Adam divides every
+  gradient element by its own magnitude, so an element whose gradient is
+  float32 rounding noise (an ActNorm bias right after the data-dependent
+  init, whose gradient is 0 in exact arithmetic) moves by +-lr whichever the
+  mode; measured, 'store' in a graph and 'store' under XLA differ by 5.6x
+  relative on such a gradient, and Adam makes that a weight difference of
+  ~lr/2.
+  """
+  weights = {}
+  for backprop in ('store', 'invert'):
+    dist = tfp_glow.glow_distribution(SHAPE, levels=2, steps_per_level=1,
+                                      hidden_width=8, learn_top=True,
+                                      num_classes=10, seed=0,
+                                      backprop=backprop)
+    model = tfp_glow.GlowModel(dist, N_BINS, init_batch_size=32)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), jit_compile=True)
+    ds = digits(shuffle=False, dequantize=False, with_labels=True,
+                batch_size=32).take(3)
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert math.isfinite(history.history['loss'][0])
+    weights[backprop] = [v.numpy() for v in model.trainable_weights]
+  for a, b in zip(weights['store'], weights['invert']):
+    np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)

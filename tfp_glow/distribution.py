@@ -22,7 +22,8 @@ def glow_distribution(image_shape, levels=3, steps_per_level=32,
                       hidden_width=512, coupling='affine', permutation='conv',
                       learn_top=False, num_classes=None, split_fraction=0.5,
                       seed=None, dtype=tf.float32, compute_dtype=None,
-                      actnorm_init='data', validate_args=False, name='glow'):
+                      actnorm_init='data', backprop='store',
+                      validate_args=False, name='glow'):
   """A `tfd.TransformedDistribution` over `[H, W, C]` images, Glow's model.
 
   The base is a fixed standard normal of dimension `D = H * W * C`; every
@@ -33,6 +34,8 @@ def glow_distribution(image_shape, levels=3, steps_per_level=32,
   Call `initialize(dist, x)` on a batch before training (ActNorm's
   data-dependent init). Class-conditional models take their labels as a
   bijector kwarg: `dist.log_prob(x, bijector_kwargs={'labels': l})`.
+  `backprop='invert'` trades about one extra forward pass for activation
+  memory that stays flat in the number of steps (see `Glow`).
 
   #### Example
 
@@ -51,7 +54,7 @@ def glow_distribution(image_shape, levels=3, steps_per_level=32,
       learn_top=learn_top, num_classes=num_classes,
       split_fraction=split_fraction, seed=seed, dtype=dtype,
       compute_dtype=compute_dtype, actnorm_init=actnorm_init,
-      validate_args=validate_args, name=name)
+      backprop=backprop, validate_args=validate_args, name=name)
   return distribution_from_glow(glow)
 
 

@@ -144,18 +144,20 @@ def model_config(info, *, dataset, image_size, n_bits, levels, steps_per_level,
 
 
 def build_model(model, seed=None, init_batch_size=DEFAULTS['init_batch_size'],
-                class_loss_weight=DEFAULTS['class_loss_weight'], compute_dtype=None):
+                class_loss_weight=DEFAULTS['class_loss_weight'], compute_dtype=None,
+                backprop='store'):
   """A fresh (uninitialised) `GlowModel` from the `model` section of config.json.
 
   `compute_dtype` ('bfloat16' for mixed precision) changes how the coupling
   networks compute, not the weights: a model trained either way loads into either.
+  So does `backprop` ('store' or 'invert': how gradients are computed).
   """
   dist = dist_lib.glow_distribution(
       tuple(model['image_shape']), levels=model['levels'],
       steps_per_level=model['steps_per_level'], hidden_width=model['hidden_width'],
       coupling=model['coupling'], permutation=model['permutation'],
       learn_top=model['learn_top'], num_classes=model['num_classes'], seed=seed,
-      compute_dtype=compute_dtype)
+      compute_dtype=compute_dtype, backprop=backprop)
   return model_lib.GlowModel(dist, model['n_bins'], init_batch_size=init_batch_size,
                              class_loss_weight=class_loss_weight)
 

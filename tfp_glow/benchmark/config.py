@@ -20,6 +20,9 @@ PRESETS = {
     # The embedded 8x8 digits (17 grey levels), as bin/train.py trains them.
     'digits': dict(image_size=8, channels=1, levels=2, steps_per_level=8,
                    hidden_width=128, batch_size=64),
+    # The memory table's configuration (issue 11): K is varied (8, 16, 32).
+    'memory': dict(image_size=32, channels=3, levels=3, steps_per_level=8,
+                   hidden_width=128, batch_size=32),
     # A smoke run: seconds, for the test.
     'quick': dict(image_size=8, channels=1, levels=2, steps_per_level=2,
                   hidden_width=16, batch_size=4),

@@ -19,8 +19,8 @@ import tensorflow as tf
 from tfp_glow.benchmark import models
 from tfp_glow.benchmark import timing
 
-__all__ = ['MARKER', 'peak_rss_mb', 'train_step_rss', 'print_child_result',
-           'run_child']
+__all__ = ['MARKER', 'peak_rss_mb', 'device_peak_mb', 'train_step_rss',
+           'train_step_times', 'print_child_result', 'run_child']
 
 MARKER = 'RSS_JSON '
 
@@ -41,23 +41,58 @@ def peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3):
+def device_peak_mb():
+  """Peak memory of the first GPU, MB (`get_memory_info`), or None."""
+  if not tf.config.list_logical_devices('GPU'):
+    return None
+  return tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**20
+
+
+def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
+                   backprop='store'):
   """Builds one library's model in this process and runs its training step.
 
   Meant to run alone in a fresh process. Returns the peak RSS before
-  anything was built, after the model was built, and after `steps` steps.
+  anything was built, after the model was built, and after `steps` steps
+  (and the GPU's peak memory when there is one). `backprop` is tfp_glow's
+  option ('store' or 'invert').
   """
   before = peak_rss_mb()
   x = models.images(cfg, seed)
   model = models.build(library, cfg, x, seed=seed,
-                       learning_rate=learning_rate)
+                       learning_rate=learning_rate, backprop=backprop)
   built = peak_rss_mb()
   fn = model.function('train', mode)
   batch = tf.constant(x[:cfg.batch_size])
   for _ in range(steps):
     timing.sync(fn(batch))
-  return dict(library=library, mode=mode, rss_start_mb=before,
-              rss_built_mb=built, peak_rss_mb=peak_rss_mb())
+  return dict(library=library, mode=mode, backprop=backprop,
+              steps_per_level=cfg.steps_per_level, rss_start_mb=before,
+              rss_built_mb=built, peak_rss_mb=peak_rss_mb(),
+              device_peak_mb=device_peak_mb())
+
+
+def train_step_times(library, mode, cfg, backprops, seed=0,
+                     learning_rate=1e-4, warmup=2, repeats=5):
+  """Time per training step of each backprop mode, in interleaved rounds.
+
+  One model per mode in this (fresh) process, the same weights and batch,
+  timed in the same rounds so that a shared machine's load slows every mode
+  alike. Returns `{backprop: {'median_ms', 'times_ms', 'first_call_s'}}`.
+  """
+  x = models.images(cfg, seed)
+  batch = tf.constant(x[:cfg.batch_size])
+  fns, out = {}, {}
+  for backprop in backprops:
+    model = models.build(library, cfg, x, seed=seed,
+                         learning_rate=learning_rate, backprop=backprop)
+    fn = model.function('train', mode)
+    out[backprop] = dict(first_call_s=timing.timed(fn, (batch,)))
+    fns[backprop] = (fn, (batch,))
+  for backprop, times in timing.interleaved_rounds(
+      fns, warmup, repeats).items():
+    out[backprop].update(times_ms=times, median_ms=timing.median_ms(times))
+  return out
 
 
 def print_child_result(result):

@@ -31,10 +31,12 @@ class Model:
 
   library = None
 
-  def __init__(self, cfg, x_init, seed=0, learning_rate=1e-4):
+  def __init__(self, cfg, x_init, seed=0, learning_rate=1e-4,
+               backprop='store'):
     self.cfg = cfg
     self.batch = cfg.batch_size
     self.seed = seed
+    self.backprop = backprop
     self.note = ''
     self._build(x_init)
     self.parameters = int(sum(int(v.shape.num_elements())
@@ -76,7 +78,8 @@ class TfpGlowModel(Model):
   def _build(self, x_init):
     self.dist = tfp_glow.glow_distribution(
         self.cfg.image_shape, seed=self.seed,
-        compute_dtype=self.compute_dtype, **self.cfg.glow_kwargs())
+        compute_dtype=self.compute_dtype, backprop=self.backprop,
+        **self.cfg.glow_kwargs())
     tfp_glow.initialize(self.dist, x_init)
     self.variables = list(self.dist.trainable_variables)
     self.tracked_variables = len(self.variables)
@@ -106,6 +109,9 @@ class TfbGlowModel(Model):
     if cfg.split_fraction != 0.5:
       raise ValueError('tfb.Glow is compared only at split_fraction=0.5, got '
                        f'{cfg.split_fraction}.')
+    if self.backprop != 'store':
+      raise ValueError("tfb.Glow has only ordinary backprop ('store'), got "
+                       f'backprop={self.backprop!r}.')
     tfb, tfd = tfp.bijectors, tfp.distributions
     tf.random.set_seed(self.seed)
     glow = tfb.Glow(
@@ -138,12 +144,14 @@ _MODELS = {m.library: m for m in (TfpGlowModel, TfpGlowBf16Model,
                                   TfbGlowModel)}
 
 
-def build(library, cfg, x_init, seed=0, learning_rate=1e-4):
-  """The adapter of `library` ('tfp_glow', 'tfp_glow_bf16' or 'tfb')."""
+def build(library, cfg, x_init, seed=0, learning_rate=1e-4, backprop='store'):
+  """The adapter of `library` ('tfp_glow', 'tfp_glow_bf16' or 'tfb');
+  `backprop` ('store' or 'invert', tfp_glow only) is `Glow`'s option."""
   if library not in _MODELS:
     raise ValueError(f'Unknown library {library!r} (choose from '
                      f'{sorted(_MODELS)}).')
-  return _MODELS[library](cfg, x_init, seed=seed, learning_rate=learning_rate)
+  return _MODELS[library](cfg, x_init, seed=seed, learning_rate=learning_rate,
+                          backprop=backprop)
 
 
 def images(cfg, seed=0):

@@ -21,6 +21,8 @@ def _fmt(v, spec='.1f'):
 
 
 def _header(results):
+  if 'conv_mix' not in results:
+    return []
   cfg = results['config']
   mix = results['conv_mix']
   return [
@@ -39,6 +41,8 @@ def _header(results):
 
 
 def _timing_table(results):
+  if 'best' not in results:
+    return []
   lines = ['| op | library | best mode | ms (median) | first call s '
            '| other mode ms | GFLOP/s | of attainable f32 |',
            '|---|---|---|---:|---:|---:|---:|---:|']
@@ -59,6 +63,8 @@ def _timing_table(results):
 
 
 def _model_table(results):
+  if 'models' not in results:
+    return []
   lines = ['| library | parameters | Conv2D ops log_prob | Conv2D ops '
            'sample | peak RSS train step (MB) | note |',
            '|---|---:|---:|---:|---:|---|']
@@ -75,8 +81,55 @@ def _model_table(results):
   return lines
 
 
+def _times(ratio):
+  return '-' if ratio is None else f'{ratio:.2f}x'
+
+
+def _memory_table(results):
+  """Peak RSS and step time over K per backprop mode, with the ratios the
+  memory-saving backprop is judged by (vs its own smallest K, vs 'store')."""
+  table = results.get('memory_table')
+  if not table:
+    return []
+  cfg = table['config']
+  rows = table['rows']
+  by = {(r['steps_per_level'], r['backprop']): r for r in rows}
+  ks = sorted({r['steps_per_level'] for r in rows})
+  device = any(r.get('device_peak_mb') for r in rows)
+  lines = [
+      f"Memory table: {cfg['image_size']}x{cfg['image_size']}x"
+      f"{cfg['channels']}, L={cfg['levels']}, width {cfg['hidden_width']}, "
+      f"batch {cfg['batch_size']}; peak RSS of a fresh process after build + "
+      f"3 training steps ({rows[0].get('mode', '?')} mode); step time: median "
+      'of interleaved rounds in one process per K.', '',
+      '| K | backprop | peak RSS (MB) | vs its smallest K | vs store | '
+      + ('device peak (MB) | ' if device else '')
+      + 'step ms | vs store |',
+      '|---:|---|---:|---:|---:|' + ('---:|' if device else '') + '---:|---:|']
+  for k in ks:
+    for bp in table['backprops']:
+      r = by.get((k, bp))
+      if r is None:
+        continue
+      if 'error' in r:
+        lines.append(f"| {k} | {bp} | failed: {r['error']} |")
+        continue
+      base = by.get((ks[0], bp), {}).get('peak_rss_mb')
+      store = by.get((k, 'store'), {})
+      rss = r.get('peak_rss_mb')
+      ratio = lambda a, b: None if a is None or not b else a / b  # pylint: disable=unnecessary-lambda-assignment
+      lines.append(
+          f"| {k} | {bp} | {_fmt(rss, '.0f')} | "
+          f"{_times(ratio(rss, base))} | "
+          f"{_fmt(ratio(rss, store.get('peak_rss_mb')), '.0%')} | "
+          + (f"{_fmt(r.get('device_peak_mb'), '.0f')} | " if device else '')
+          + f"{_fmt(r.get('step_ms'), '.0f')} | "
+          f"{_times(ratio(r.get('step_ms'), store.get('step_ms')))} |")
+  return lines
+
+
 # In output order; each returns a list of lines, empty to leave it out.
-SECTIONS = (_header, _timing_table, _model_table)
+SECTIONS = (_header, _timing_table, _model_table, _memory_table)
 
 
 def render(results):

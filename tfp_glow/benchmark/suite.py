@@ -25,7 +25,7 @@ from tfp_glow.benchmark import report
 from tfp_glow.benchmark import roofline
 from tfp_glow.benchmark import timing
 
-__all__ = ['Options', 'run', 'measure_rss']
+__all__ = ['Options', 'run', 'measure_rss', 'memory_table']
 
 _log = functools.partial(print, flush=True)
 
@@ -162,3 +162,34 @@ def measure_rss(results, libraries, child_command, env=None, log=_log):
                                 describe=dict(library=lib, mode=mode))
     log(f'{lib} peak RSS: {rss[lib]}')
   return rss
+
+
+def memory_table(cfg, steps_per_level, backprops, rss_command, times_command,
+                 env=None, log=_log):
+  """Peak RSS and time per training step over K, for each backprop mode.
+
+  For each K of `steps_per_level`: one fresh process per backprop mode
+  measures the peak RSS of build + three training steps
+  (`rss_command(k, backprop)`, a child calling `memory.train_step_rss`), and
+  one more process times every mode's step in interleaved rounds
+  (`times_command(k)`, a child calling `memory.train_step_times`). Returns
+  the `memory_table` results entry: the configuration and one row per
+  (K, backprop).
+  """
+  rows = []
+  for k in steps_per_level:
+    for backprop in backprops:
+      r = memory.run_child(rss_command(k, backprop), env=env,
+                           describe=dict(steps_per_level=k, backprop=backprop))
+      log(f'K={k} {backprop}: {r}')
+      rows.append(dict(r, steps_per_level=k, backprop=backprop))
+    times = memory.run_child(times_command(k), env=env,
+                             describe=dict(steps_per_level=k))
+    log(f'K={k} times: {times}')
+    for row in rows[-len(backprops):]:
+      t = times.get(row['backprop'], {}) if 'error' not in times else {}
+      row['step_ms'] = t.get('median_ms')
+      row['times_ms'] = t.get('times_ms')
+      if 'error' in times:
+        row['times_error'] = times['error']
+  return dict(config=cfg.as_dict(), backprops=list(backprops), rows=rows)

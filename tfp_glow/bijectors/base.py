@@ -31,6 +31,20 @@ tfb = tfp.bijectors
 __all__ = ['GlowBijector']
 
 
+def _vjp(tape, targets, cotangents, x):
+  """`(dx, {variable.ref(): gradient})` of `sum(targets * cotangents)`.
+
+  The variables are those the tape watched (the trainable variables the
+  recomputation read), so under a `tf.distribute` strategy they are the
+  same objects that `tf.custom_gradient` hands to its `grad_fn`.
+  """
+  variables = list(tape.watched_variables())
+  grads = tape.gradient(targets, [x] + variables, output_gradients=cotangents)
+  dx = tf.zeros_like(x) if grads[0] is None else tf.convert_to_tensor(grads[0])
+  return dx, {v.ref(): g for v, g in zip(variables, grads[1:])
+              if g is not None}
+
+
 class GlowBijector(tfb.Bijector):
   """Base class: fused output + log-det, input checks, eager-safe caching.
 
@@ -102,6 +116,28 @@ class GlowBijector(tfb.Bijector):
     """`(forward(x), forward_log_det_jacobian(x))` from one pass."""
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     return self._transform(x, inverse=False, **kwargs)
+
+  def rebuild_and_backprop(self, y, dy, dldj):
+    """One step of backprop by inversion (`backprop='invert'`, see
+    `tfp_glow.bijectors.invert`): rebuild the input from the output, then
+    back-propagate through this bijector alone.
+
+    `y` is this bijector's data -> latent output (`inverse_and_log_det(x)[0]`),
+    `dy` and `dldj` the cotangents of that output and of its log-det. Returns
+    `(x, dx, grads)`: the rebuilt input `x = forward(y)` (no gradient flows
+    into it), the cotangent of the input, and `{variable.ref(): gradient}`
+    for every trainable variable the recomputation reads.
+
+    The default recomputes `inverse_and_log_det(x)` under a fresh tape: one
+    extra pass of this bijector, whose activations live only inside this
+    call. Subclasses may fuse the rebuild and the recomputation
+    (`_Coupling` does: its network runs once, not twice).
+    """
+    x = tf.stop_gradient(self.forward_and_log_det(y)[0])
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y_again, ldj = self.inverse_and_log_det(x)
+    return (x,) + _vjp(tape, [y_again, ldj], [dy, dldj], x)
 
   def _augmented_forward(self, x, **kwargs):
     y, fldj = self._transform(x, inverse=False, **kwargs)

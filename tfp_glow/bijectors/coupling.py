@@ -56,6 +56,32 @@ class _Coupling(base.GlowBijector):
     yb, ldj = self._couple(xb, self._run_network(xa), inverse)
     return tf.concat([xa, yb], axis=-1), ldj
 
+  def rebuild_and_backprop(self, y, dy, dldj):
+    """Backprop by inversion with ONE network evaluation (RevNet's trick).
+
+    The passed-through half is unchanged (`x_a = y_a`), so `h = NN(y_a)`
+    computed once under the tape serves both to rebuild `x_b` from `y_b` and
+    to recompute `y_b` and the log-det for the gradient. Unfused (rebuild,
+    then recompute), the network would run twice in the backward pass. See
+    `GlowBijector.rebuild_and_backprop` for the contract.
+    """
+    ya, yb = y[..., :self._half], y[..., self._half:]
+    dya, dyb = dy[..., :self._half], dy[..., self._half:]
+    with tf.GradientTape() as tape:
+      tape.watch(ya)
+      h = self._run_network(ya)
+      xb = tf.stop_gradient(self._couple(yb, h, inverse=False)[0])
+      tape.watch(xb)
+      yb_again, ldj = self._couple(xb, h, inverse=True)
+    variables = list(tape.watched_variables())
+    grads = tape.gradient([yb_again, ldj], [ya, xb] + variables,
+                          output_gradients=[dyb, dldj])
+    dxa = dya if grads[0] is None else dya + grads[0]
+    dxb = tf.zeros_like(xb) if grads[1] is None else grads[1]
+    x = tf.concat([ya, xb], axis=-1)
+    return x, tf.concat([dxa, dxb], axis=-1), {
+        v.ref(): g for v, g in zip(variables, grads[2:]) if g is not None}
+
 
 class AffineCoupling(_Coupling):
   """Glow's affine coupling (Kingma & Dhariwal 2018, section 3.3).

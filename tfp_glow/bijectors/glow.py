@@ -10,6 +10,7 @@ from tfp_glow import ops
 from tfp_glow.bijectors import actnorm as actnorm_lib
 from tfp_glow.bijectors import base
 from tfp_glow.bijectors import coupling as coupling_lib
+from tfp_glow.bijectors import invert
 from tfp_glow.bijectors import invertible_conv
 from tfp_glow.bijectors import permute
 from tfp_glow.bijectors import split as split_lib
@@ -111,6 +112,21 @@ class Glow(base.GlowBijector):
     actnorm_init: 'data' (the paper's data-dependent initialisation, through
       `tfp_glow.initialize`) or 'identity' (every ActNorm starts at scale 1,
       bias 0 and counts as initialised: the ablation's baseline).
+    backprop: how the gradient through the steps of flow is computed.
+      'store' (default): ordinary autodiff, every step's activations are kept
+      for the backward pass (memory grows linearly with K). 'invert': each
+      level's K steps are one block whose backward pass rebuilds every
+      step's input from its output by the inverse and recomputes one
+      component at a time (`tfp_glow.bijectors.invert`): only each level's
+      output is kept, so activation memory stays flat in K, for about one
+      extra forward pass of compute. Values are identical; gradients equal
+      'store''s up to the rounding of the rebuilt inputs: float64 ~1e-15;
+      float32 ~1e-6 at init, but ~1e-3 relative on a trained model, whose
+      gradient moves as much when the images move by a relative 1e-7 (ReLU
+      kinks; docs/BENCHMARKS.md). Second derivatives are not supported.
+      Squeezes, split priors and the top prior use ordinary autodiff (their
+      activations are per level, not per step). ActNorm's data-dependent
+      init runs the ordinary path.
     validate_args: check data (NaN/Inf, ActNorm initialised) at run time.
 
   #### Example
@@ -129,7 +145,8 @@ class Glow(base.GlowBijector):
                hidden_width=512, coupling='affine', permutation='conv',
                learn_top=False, num_classes=None, split_fraction=0.5,
                seed=None, dtype=tf.float32, compute_dtype=None,
-               actnorm_init='data', validate_args=False, name='glow'):
+               actnorm_init='data', backprop='store', validate_args=False,
+               name='glow'):
     parameters = dict(locals())
     plan = architecture.plan(
         image_shape, levels=levels, steps_per_level=steps_per_level,
@@ -137,6 +154,8 @@ class Glow(base.GlowBijector):
         learn_top=learn_top, num_classes=num_classes,
         split_fraction=split_fraction)
     base.check_option('actnorm_init', actnorm_init, architecture.ACTNORM_INITS)
+    base.check_option('backprop', backprop, architecture.BACKPROPS)
+    self._backprop = backprop
     dtype = base.check_float_dtype(dtype)
     self._plan = plan
     self._actnorm_init = actnorm_init
@@ -212,6 +231,11 @@ class Glow(base.GlowBijector):
     return self._actnorm_init
 
   @property
+  def backprop(self):
+    """'store' or 'invert': how gradients pass through the steps of flow."""
+    return self._backprop
+
+  @property
   def latent_size(self):
     """D = H * W * C, the size of the flat latent."""
     return self._plan.latent_size
@@ -265,17 +289,29 @@ class Glow(base.GlowBijector):
 
   # --- the level loop ---------------------------------------------------------
 
+  def level_components(self, level):
+    """The components of one level's K steps, in data -> latent order:
+    `[actnorm_0, permutation_0, coupling_0, actnorm_1, ...]`."""
+    return [bij for step in self.steps[level] for bij in step]
+
+  def _run_steps(self, level, x):
+    """One level's K steps on `x`: `(y, ldj)`, by `self.backprop`."""
+    components = self.level_components(level)
+    # The data-dependent init runs eagerly without gradients and sets
+    # variables as it goes: always the ordinary path.
+    if self._backprop == 'invert' and not ops.init_active():
+      return invert.chain_inverse_by_inversion(components, x)
+    return invert.chain_inverse(components, x)
+
   def _encode(self, x, labels):
     """Data -> latent on a flat batch `[N, H, W, C]`: (eps [N, D], ildj, z_top)."""
     n = tf.shape(x)[0]
     ldj = tf.zeros([n], x.dtype)
     eps_parts = []
-    for level, level_steps in enumerate(self.steps):
+    for level in range(len(self.steps)):
       x, _ = self._squeeze.inverse_and_log_det(x)
-      for step in level_steps:
-        for bij in step:
-          x, l = bij.inverse_and_log_det(x)
-          ldj += l
+      x, l = self._run_steps(level, x)
+      ldj += l
       if level < len(self.splits):
         split = self.splits[level]
         x, l = split.inverse_and_log_det(x)
@@ -345,6 +381,30 @@ class Glow(base.GlowBijector):
         z_top=unflat(z_top, tf.shape(z_top)[1:]),
         class_logits=None if logits is None else unflat(
             logits, [self.num_classes]))
+
+  def reconstruction_errors(self, x):
+    """Per level, the relative error of every step's rebuilt input.
+
+    What `backprop='invert'` relies on, measured: `x` (images `[N, H, W,
+    C]`) goes data -> latent; at each level, the input of every step is
+    rebuilt from the level's output exactly as the inverted backward pass
+    rebuilds it. Returns a list (one per level) of float64 arrays of length
+    K, entry k = `max|rebuilt - true| / max|true|` for the input of step k
+    (step K-1, rebuilt first, is the shallowest rebuild; step 0 the
+    deepest). Eager only; labels are not needed (the steps ignore them).
+    """
+    flat, _ = self._check_images(x)
+    errors = []
+    for level in range(len(self.steps)):
+      flat, _ = self._squeeze.inverse_and_log_det(flat)
+      components = self.level_components(level)
+      per_component = invert.reconstruction_errors(components, flat)
+      errors.append(per_component[::len(self.steps[level][0])])
+      flat = invert.chain_inverse(components, flat)[0]
+      if level < len(self.splits):
+        split = self.splits[level]
+        flat = split.inverse_and_log_det(flat)[0][..., :split.kept_channels]
+    return errors
 
   def _check_finite_images(self, x, temperature):
     """Refuses non-finite images: never a NaN passed off as a sample."""

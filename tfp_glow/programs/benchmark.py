@@ -49,11 +49,21 @@ Usage:
   python bin/benchmark.py --quick            # a tiny smoke run (seconds)
   python bin/benchmark.py --json_out=/tmp/bench.json --markdown_out=/tmp/b.md
 
+Memory table (`--memory_table`, the memory-saving backprop of
+`glow_distribution(..., backprop='invert')`): for each K of
+`--memory_table_steps`, the peak RSS (and on a GPU the device's peak memory)
+of build + three training steps in a fresh process per backprop mode, and the
+time per step of every mode timed in interleaved rounds in one more process;
+preset `memory` (32x32x3, L=3, width 128, batch 32) unless `--preset` is given:
+
+  python bin/benchmark.py --memory_table --json_out=/tmp/memory.json
+
 Explicit flags override the preset's values. The PyTorch port is not run
 here (see docs/BENCHMARKS.md for its reference figures). The measurements
 themselves live in `tfp_glow.benchmark`.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -110,16 +120,35 @@ flags.DEFINE_bool('quick', False, 'Tiny smoke run (for the test): '
                   'convolution repeats, unless given explicitly.')
 flags.DEFINE_string('json_out', None, 'Write all results as JSON here.')
 flags.DEFINE_string('markdown_out', None, 'Write the table as Markdown here.')
+flags.DEFINE_bool('memory_table', False, 'Only the memory table: peak RSS '
+                  'and step time of the training step for each K of '
+                  '--memory_table_steps under each of --backprops (preset '
+                  '"memory" unless --preset is given).')
+flags.DEFINE_list('memory_table_steps', ['8', '16', '32'],
+                  'K (steps per level) of the memory table.')
+flags.DEFINE_list('backprops', ['store', 'invert'],
+                  "Backprop modes of the memory table ('store', 'invert').")
+flags.DEFINE_enum('memory_table_mode', 'graph', ['graph', 'xla'],
+                  'Execution mode of the memory table\'s training step.')
 # Internal: the RSS child process.
 flags.DEFINE_string('rss_child', None, 'Internal: measure the training '
                     "step's peak RSS of this library and exit.")
 flags.DEFINE_string('rss_mode', 'xla', 'Internal: mode of --rss_child.')
+flags.DEFINE_string('rss_backprop', 'store',
+                    'Internal: backprop mode of --rss_child.')
+flags.DEFINE_string('times_child', None, 'Internal: time the training step '
+                    'of this library under each of --backprops, interleaved, '
+                    'and exit.')
 
 
 def _config():
   """The architecture: the preset's values overridden by explicit flags."""
-  preset = 'quick' if FLAGS.quick and not FLAGS['preset'].present else (
-      FLAGS.preset)
+  preset = FLAGS.preset
+  if not FLAGS['preset'].present:
+    if FLAGS.quick:
+      preset = 'quick'
+    elif FLAGS.memory_table:
+      preset = 'memory'
   return config.Config.from_preset(
       preset, **{key: FLAGS[key].value for key in _ARCHITECTURE_FLAGS})
 
@@ -170,13 +199,54 @@ def _command():
   return ' '.join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:])
 
 
-def _rss_child_command(cfg, library, mode):
+def _rss_child_command(cfg, library, mode, backprop='store'):
   """This program again, measuring one library's training step."""
   cmd = [sys.executable, '-m', _MODULE, f'--rss_child={library}',
-         f'--rss_mode={mode}', f'--preset={cfg.preset}',
+         f'--rss_mode={mode}', f'--rss_backprop={backprop}',
+         f'--preset={cfg.preset}',
          f'--seed={FLAGS.seed}', f'--learning_rate={FLAGS.learning_rate}']
   cmd += [f'--{key}={getattr(cfg, key)}' for key in _ARCHITECTURE_FLAGS]
   return cmd
+
+
+def _times_child_command(cfg, library, mode, backprops):
+  """This program again, timing the training step of each backprop mode."""
+  cmd = [sys.executable, '-m', _MODULE, f'--times_child={library}',
+         f'--rss_mode={mode}', f'--backprops={",".join(backprops)}',
+         f'--preset={cfg.preset}', f'--seed={FLAGS.seed}',
+         f'--learning_rate={FLAGS.learning_rate}',
+         f'--repeats={FLAGS.repeats}', f'--warmup={FLAGS.warmup}']
+  cmd += [f'--{key}={getattr(cfg, key)}' for key in _ARCHITECTURE_FLAGS]
+  return cmd
+
+
+def _memory_table(cfg):
+  """The --memory_table run: its results dict."""
+  try:
+    ks = [int(k) for k in FLAGS.memory_table_steps if k]
+  except ValueError as e:
+    raise app.UsageError(f'--memory_table_steps: integers, got '
+                         f'{FLAGS.memory_table_steps}.') from e
+  if not ks or min(ks) < 1:
+    raise app.UsageError(f'--memory_table_steps: positive integers, got {ks}.')
+  backprops = [b for b in FLAGS.backprops if b]
+  for b in backprops:
+    if b not in ('store', 'invert'):
+      raise app.UsageError(f"--backprops: unknown mode {b!r} (choose from "
+                           "'store', 'invert').")
+  mode = FLAGS.memory_table_mode
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+
+  def with_k(k):
+    return dataclasses.replace(cfg, steps_per_level=k)
+
+  table = suite.memory_table(
+      cfg, ks, backprops,
+      lambda k, b: _rss_child_command(with_k(k), 'tfp_glow', mode, b),
+      lambda k: _times_child_command(with_k(k), 'tfp_glow', mode, backprops),
+      env=env)
+  return dict(config=cfg.as_dict(), command=_command(),
+              machine=report.machine_info(), memory_table=table)
 
 
 def main(argv):
@@ -185,10 +255,26 @@ def main(argv):
   if FLAGS.rss_child:
     memory.print_child_result(memory.train_step_rss(
         FLAGS.rss_child, FLAGS.rss_mode, cfg, seed=FLAGS.seed,
-        learning_rate=FLAGS.learning_rate))
+        learning_rate=FLAGS.learning_rate, backprop=FLAGS.rss_backprop))
+    return 0
+  if FLAGS.times_child:
+    memory.print_child_result(memory.train_step_times(
+        FLAGS.times_child, FLAGS.rss_mode, cfg,
+        [b for b in FLAGS.backprops if b], seed=FLAGS.seed,
+        learning_rate=FLAGS.learning_rate, warmup=FLAGS.warmup,
+        repeats=FLAGS.repeats))
+    return 0
+  t_start = time.perf_counter()
+  if FLAGS.memory_table:
+    results = _memory_table(cfg)
+    results['wall_s'] = time.perf_counter() - t_start
+    table = report.render(results)
+    print()
+    print(table)
+    print(f"\nTotal wall time {results['wall_s']:.0f} s.")
+    report.write(results, table, FLAGS.json_out, FLAGS.markdown_out)
     return 0
   options = _options()
-  t_start = time.perf_counter()
   # One tf.function per (library, op, mode) is by design: no retracing noise.
   tf.get_logger().setLevel('ERROR')
   results = suite.run(cfg, options, command=_command())

@@ -113,6 +113,10 @@ flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'the mixed-precision option (log-dets, 1x1 convolutions, priors and '
                   'weights stay float32); fastest without --jit_compile on CPUs with '
                   'bfloat16 support (docs/BENCHMARKS.md).')
+flags.DEFINE_enum('backprop', 'store', ['store', 'invert'],
+                  "Gradient through the steps of flow: 'store' keeps every step's "
+                  "activations; 'invert' rebuilds them by the inverse in the backward "
+                  'pass (memory flat in --steps_per_level; docs/BENCHMARKS.md).')
 flags.DEFINE_integer('translate', D['translate'],
                      'Augmentation: shift training images by up to this many whole '
                      'pixels (zero-padded; never inside the flow). Default: 1 for '
@@ -216,7 +220,7 @@ def train(model_dir, temperatures):
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
       'warmup_epochs', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
       'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
-      'data_dir', 'translate_prob', 'compute_dtype')}
+      'data_dir', 'translate_prob', 'compute_dtype', 'backprop')}
   recipe['translate'] = translate
   config = {'model': model_config, 'training': recipe}
 
@@ -244,7 +248,7 @@ def train(model_dir, temperatures):
           model_config, seed=FLAGS.seed, init_batch_size=FLAGS.init_batch_size,
           class_loss_weight=FLAGS.class_loss_weight,
           compute_dtype=None if FLAGS.compute_dtype == 'float32' else
-          FLAGS.compute_dtype)
+          FLAGS.compute_dtype, backprop=FLAGS.backprop)
     except ValueError as e:
       raise UsageError(f'Cannot build the model: {e}') from e
 
