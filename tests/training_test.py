@@ -435,3 +435,36 @@ def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode():
   for a, b in zip(auto.weights + auto.optimizer.variables,
                   forced.weights + forced.optimizer.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
+def test_compiled_ema_swap_is_kerass_swap():
+  """callbacks.SwapEMAWeights runs Keras's swap as one compiled call: after
+  training with it, the weights (averaged) and the optimizer's averages (raw)
+  are those of Keras's own SwapEMAWeights."""
+
+  def train(swap):
+    model, _ = tiny_model(seed=0, init_batch_size=64)
+    model.compile(optimizer=keras.optimizers.Adam(
+        tfp_glow.WarmupSchedule(3e-3, 3), use_ema=True, ema_momentum=0.5),
+                  jit_compile=False)
+    model.fit(_fixed_batches(), epochs=3, steps_per_epoch=2, verbose=0,
+              validation_data=fixed_batch(), callbacks=[swap])
+    return model
+
+  ours = train(callbacks.SwapEMAWeights(swap_on_epoch=True))
+  theirs = train(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+  for a, b in zip(ours.weights + ours.optimizer.variables,
+                  theirs.weights + theirs.optimizer.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7,
+                               err_msg=a.name)
+
+
+def test_all_finite_checks_every_float_variable():
+  good = [tf.Variable([1.0, 2.0]), keras.Variable(np.ones([2, 2], np.float32)),
+          tf.Variable([3, 4])]
+  assert callbacks.all_finite({'loss': 1.0}, good)
+  assert not callbacks.all_finite({'loss': float('nan')}, good)
+  assert not callbacks.all_finite({}, good + [tf.Variable([1.0, np.inf])])
+  assert not callbacks.all_finite(
+      {}, good + [keras.Variable(np.array([np.nan], np.float32))])
+  assert not callbacks.all_finite({}, [np.array([np.nan])])

@@ -335,7 +335,7 @@ def train(model_dir, temperatures):
   if FLAGS.ema:
     # After the backup (which keeps the raw weights and the optimizer's averages):
     # evaluation, checkpoints and samples below see the averaged weights.
-    callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
   latest = callbacks_lib.Checkpoint(
       run_dir.checkpoint_path(model_dir, 'latest'))
   callbacks.append(latest)
