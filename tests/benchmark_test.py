@@ -9,7 +9,8 @@ graph mode, 2 repeats; about 30 s on a quiet 2-core machine) goes through the
 launcher, the program and its RSS child (`python -m
 tfp_glow.programs.benchmark`): it must exit 0, print the table with a finite
 time for every (op, library), and write the JSON with the convolution
-roofline, the Conv2D op counts and the peak RSS of the training step.
+roofline, the Conv2D op counts, the peak RSS of the training step and the
+train_program row (2 epochs of 3 steps of fit against the bare step).
 """
 
 import json
@@ -161,3 +162,16 @@ def test_conv2d_counts(quick_run):
   # TFP 0.25 builds its networks with tf_keras, whose variables tf.Module
   # tracking sees: none is silently left out of training.
   assert models['tfb']['tracked_variables'] == models['tfb']['variables']
+
+
+def test_train_program_row(quick_run):
+  """fit with the program's callbacks, EMA and pipeline against the bare step."""
+  _, results, markdown = quick_run
+  tp = results['train_program']
+  assert tp['epochs'] == 2 and tp['steps_per_epoch'] == 3
+  row = tp['graph']
+  for key in ('bare_ms', 'steps_ms', 'program_ms', 'ratio', 'steps_ratio'):
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+  assert row['epoch_work_s'] >= 0
+  assert row['program_ms'] >= row['steps_ms']
+  assert 'Training program (`GlowModel.fit`' in markdown
