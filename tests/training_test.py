@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -407,6 +408,16 @@ def test_choose_jit_compile_falls_back_when_xla_fails():
   assert (choice.train, choice.evaluate) == (False, False)
   assert 'No kernel for Foo' in choice.errors['training xla']
   assert 'xla failed' in choice.describe()
+
+
+def test_choose_jit_compile_several_replicas_keeps_xla_off():
+  model = _FakeModel(train_ms={'graph': 150, 'xla': 10},
+                     test_ms={'graph': 60, 'xla': 5})
+  model.jit_compile = True
+  model.distribute_strategy = types.SimpleNamespace(num_replicas_in_sync=2)
+  choice = jit.choose_jit_compile(model, [], steps=2)  # nothing timed
+  assert (choice.train, choice.evaluate, choice.how) == (False, False, 'replicas')
+  assert model.jit_compile is False and model.train_function is None
 
 
 def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode():

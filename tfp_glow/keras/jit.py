@@ -31,7 +31,7 @@ import time
 import tensorflow as tf
 
 __all__ = ['AUTO', 'MODES', 'JitChoice', 'parse_jit_compile',
-           'choose_jit_compile', 'forced', 'first_batches']
+           'choose_jit_compile', 'forced', 'several_replicas']
 
 AUTO = 'auto'
 MODES = ('graph', 'xla')  # jit_compile False, True
@@ -122,7 +122,8 @@ def _sync(out):
       t.numpy()
 
 
-def _several_replicas(strategy):
+def several_replicas(strategy):
+  """True where Keras cannot XLA-compile the step: several replicas, no TPU."""
   return (strategy.num_replicas_in_sync > 1
           and not isinstance(strategy, tf.distribute.TPUStrategy))
 
@@ -187,16 +188,16 @@ def choose_jit_compile(model, batches, steps=5, evaluate=True,
   if model.optimizer is None:
     raise ValueError('choose_jit_compile: compile the model (with its '
                      'optimizer) first.')
-  batches = list(batches)
-  if not batches:
-    raise ValueError('choose_jit_compile: no batches to time on.')
   strategy = model.distribute_strategy
-  if _several_replicas(strategy):
+  if several_replicas(strategy):
     choice = JitChoice(train=False, evaluate=False, how='replicas')
-    _install(model, choice, {}, {})
+    _install(model, choice, None, None)
     if log:
       log(choice.describe())
     return choice
+  batches = list(batches)
+  if not batches:
+    raise ValueError('choose_jit_compile: no batches to time on.')
 
   optimizer = model.optimizer
   if not optimizer.built:
@@ -270,18 +271,6 @@ def forced(jit_compile):
 def _install(model, choice, train_function, test_function):
   """Leaves `model` in the chosen modes, keeping compiled functions."""
   model.jit_compile = choice.train
-  model.train_function = train_function or None
-  model.test_function = test_function or None
+  model.train_function = train_function
+  model.test_function = test_function
   model.predict_function = None
-
-
-def first_batches(data, count):
-  """The first `count` batches of one pass over `data` (a `tf.data.Dataset`
-  or any iterable of batches), as a list; fewer if it is shorter."""
-  out = []
-  for batch in data:
-    out.append(batch)
-    if len(out) >= count:
-      break
-  return out
-

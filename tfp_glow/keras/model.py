@@ -295,6 +295,9 @@ class GlowModel(keras.Model):
       raise ValueError('Pass the undistributed dataset to fit(); Keras '
                        'distributes it.')
     measure = self._jit_auto and self.jit_choice is None and x is not None
+    if measure and jit_lib.several_replicas(strategy):
+      self.choose_jit_compile([])  # nothing to time: XLA is off
+      measure = False
     init = x is not None and not self.initialized and not resume_epoch
     batches = None
     if measure or (init and isinstance(data, tf.data.Dataset)):
