@@ -9,7 +9,8 @@ graph mode, 2 repeats; about 30 s on a quiet 2-core machine) goes through the
 launcher, the program and its RSS child (`python -m
 tfp_glow.programs.benchmark`): it must exit 0, print the table with a finite
 time for every (op, library), and write the JSON with the convolution
-roofline, the Conv2D op counts and the peak RSS of the training step.
+roofline, the Conv2D op counts, the peak RSS of the training step and the
+train_program row (2 epochs of 3 steps of fit against the bare step).
 """
 
 import json
@@ -180,3 +181,16 @@ def test_memory_table_section_ratios():
   assert '| 8 | invert | 800 | 1.00x | 80% | 130 | 1.30x |' in table
   assert '| 32 | store | 4000 | 4.00x | 100% | - | - |' in table
   assert '| 32 | invert | failed: exit 1 |' in table
+
+
+def test_train_program_row(quick_run):
+  """fit with the program's callbacks, EMA and pipeline against the bare step."""
+  _, results, markdown = quick_run
+  tp = results['train_program']
+  assert tp['epochs'] == 2 and tp['steps_per_epoch'] == 3
+  row = tp['graph']
+  for key in ('bare_ms', 'steps_ms', 'program_ms', 'ratio', 'steps_ratio'):
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+  assert row['epoch_work_s'] >= 0
+  assert row['program_ms'] >= row['steps_ms']
+  assert 'Training program (`GlowModel.fit`' in markdown

@@ -118,7 +118,9 @@ def main(argv=None):
                                       backprop=args.backprop)
     model = model_lib.GlowModel(dist, n_bins=info.n_bins,
                                init_batch_size=init_batch)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr))
+    # Graph mode everywhere (what Keras's 'auto' gave on a CPU): the one-device
+    # reference then runs the same kind of step as the replicas, unmeasured.
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=False)
 
   variables = model.glow.variables
   snapshots = {}

@@ -167,6 +167,13 @@ def test_train_writes_everything(model_dir):
   assert math.isfinite(results['test_bpd']) and 1.0 < results['test_bpd'] < 6.0
   assert results['wall_time_s'] > 0
   assert 'Test bits/dim (test split, best weights' in out
+  # --jit_compile=auto (the default) timed both modes, said so and recorded it.
+  assert results['jit_compile']['how'] == 'measured'
+  assert set(results['jit_compile']['train_ms']) == {'graph', 'xla'}
+  assert 'jit_compile=auto' in out and results['stopped_by_time_limit'] is False
+  assert config['training']['jit_compile'] == 'auto'
+  with open(os.path.join(path, 'config.json')) as f:
+    assert json.load(f)['training']['jit_choice'] == results['jit_compile']
   # A second run of the same command does not train again.
   rc, again = finish(start('train', '--epochs=2', *TINY, cwd=cwd))
   assert rc == 0 and 'finished run' in again, again
@@ -303,3 +310,28 @@ def test_bad_input_clear_errors(tmp_path):
   assert rc4 != 0 and 'config.json does not exist' in out4, out4
   for out in (out1, out2, out3, out4):
     assert 'Traceback' not in out, out
+
+
+def test_time_limit_stops_after_the_crossing_step(tmp_path):
+  """--time_limit: the step that crosses the limit is the last; that cut-short
+  epoch is still validated and checkpointed, and the test bits/dim comes from
+  the best checkpoint. The limit here (0.001 min) has passed before the first
+  step ends. Also: the old boolean syntax --nojit_compile still parses."""
+  model_dir = str(tmp_path / 'run')
+  rc, out = run('train', f'--model_dir={model_dir}', '--epochs=5', *TINY,
+                '--time_limit=0.001', '--nojit_compile')
+  assert rc == 0, out
+  assert 'Training stopped by --time_limit=0.001 min' in out, out
+  with open(os.path.join(model_dir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['stopped_by_time_limit'] is True
+  assert results['steps_run'] == 1 and results['epochs_run'] == 1, results
+  assert results['elapsed_at_stop_s'] >= 0.06
+  assert results['weights'] == 'best' and results['checkpoint_info']['epoch'] == 1
+  assert 'val_bpd' in results['checkpoint_info']  # validated
+  assert math.isfinite(results['test_bpd'])
+  assert results['jit_compile']['how'] == 'forced'
+  assert results['jit_compile']['train'] is False
+  assert os.path.exists(os.path.join(model_dir, 'checkpoints', 'latest.weights.h5'))
+  with open(os.path.join(model_dir, 'config.json')) as f:
+    assert json.load(f)['training']['time_limit'] == 0.001

@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -15,6 +16,7 @@ import tfp_glow
 from tfp_glow import data as data_lib
 from tfp_glow import distribution as dist_lib
 from tfp_glow.keras import callbacks
+from tfp_glow.keras import jit
 
 SHAPE = (8, 8, 1)
 N_BINS = data_lib.DIGITS_N_BINS
@@ -29,7 +31,10 @@ def tiny_model(seed=0, num_classes=None, **kwargs):
 
 
 def compile_(model, lr=3e-3, warmup=10):
-  model.compile(optimizer=keras.optimizers.Adam(tfp_glow.WarmupSchedule(lr, warmup)))
+  # Graph mode, as Keras's own 'auto' gave on a CPU before GlowModel measured:
+  # these tests are about training, not about the compile mode.
+  model.compile(optimizer=keras.optimizers.Adam(tfp_glow.WarmupSchedule(lr, warmup)),
+                jit_compile=False)
   return model
 
 
@@ -340,3 +345,169 @@ def test_fit_with_invert_backprop_gives_the_store_weights():
     weights[backprop] = [v.numpy() for v in model.trainable_weights]
   for a, b in zip(weights['store'], weights['invert']):
     np.testing.assert_allclose(b, a, atol=1e-5, rtol=1e-4)
+
+
+# --- the compile mode, chosen by measurement ---------------------------------------
+
+
+@pytest.mark.parametrize('value, want', [
+    ('auto', 'auto'), ('AUTO', 'auto'), (None, 'auto'), (True, True),
+    (False, False), ('true', True), ('false', False), ('1', True), ('0', False),
+    ('xla', True), ('graph', False)])
+def test_parse_jit_compile(value, want):
+  assert jit.parse_jit_compile(value) == want
+
+
+@pytest.mark.parametrize('value', ['fast', 2, 0.5, ''])
+def test_parse_jit_compile_names_bad_value(value):
+  with pytest.raises(ValueError, match=repr(value).replace('.', r'\.')):
+    jit.parse_jit_compile(value)
+
+
+class _FakeModel:
+  """What choose_jit_compile uses of a Keras model, with steps whose speed we
+  set: each call of a step function adds to a weight and to an optimizer
+  variable (so restoring them is checked) and advances a fake clock."""
+
+  def __init__(self, train_ms, test_ms, xla_fails=False):
+    self.train_ms, self.test_ms, self.xla_fails = train_ms, test_ms, xla_fails
+    self.clock = 0.0
+    self.jit_compile = False
+    self.weights = [tf.Variable([1.0, 2.0], name='w')]
+    self.optimizer = keras.optimizers.Adam()
+    self.optimizer.build(self.weights)
+    self.trainable_variables = self.weights
+    self.distribute_strategy = tf.distribute.get_strategy()
+    self.train_function = self.test_function = self.predict_function = None
+    self.metrics_reset = 0
+
+  def _function(self, kind):
+    mode = 'xla' if self.jit_compile else 'graph'
+    ms = (self.train_ms if kind == 'train' else self.test_ms)[mode]
+
+    def fn(iterator):
+      if mode == 'xla' and self.xla_fails:
+        raise tf.errors.InvalidArgumentError(None, None, 'No kernel for Foo')
+      next(iterator)
+      self.clock += ms / 1e3
+      if kind == 'train':
+        self.weights[0].assign_add([1.0, 1.0])
+        self.optimizer.iterations.assign_add(1)
+      return {'loss': tf.constant(1.0)}
+
+    fn.mode = mode
+    return fn
+
+  def make_train_function(self, force=False):
+    self.train_function = self._function('train')
+
+  def make_test_function(self, force=False):
+    self.test_function = self._function('test')
+
+  def reset_metrics(self):
+    self.metrics_reset += 1
+
+
+def test_choose_jit_compile_keeps_the_faster_and_restores_the_state():
+  model = _FakeModel(train_ms={'graph': 150, 'xla': 240},
+                     test_ms={'graph': 60, 'xla': 40})
+  batches = [tf.zeros([2, 4, 4, 1])] * 2
+  lines = []
+  choice = jit.choose_jit_compile(model, batches, steps=3,
+                                  timer=lambda: model.clock, log=lines.append)
+  assert (choice.train, choice.evaluate, choice.how) == (False, True, 'measured')
+  assert choice.train_ms == pytest.approx({'graph': 150, 'xla': 240})
+  assert choice.evaluate_ms == pytest.approx({'graph': 60, 'xla': 40})
+  # The model keeps the compiled functions of the chosen modes.
+  assert model.jit_compile is False
+  assert model.train_function.mode == 'graph'
+  assert model.test_function.mode == 'xla'
+  # The timed steps left no trace.
+  np.testing.assert_array_equal(model.weights[0].numpy(), [1.0, 2.0])
+  assert int(model.optimizer.iterations.numpy()) == 0
+  assert model.metrics_reset == 1
+  assert 'graph 150.0 ms, xla 240.0 ms -> graph' in lines[0], lines
+  assert 'graph 60.0 ms, xla 40.0 ms -> xla' in lines[0], lines
+  assert choice.as_dict()['train_mode'] == 'graph'
+  json.dumps(choice.as_dict())
+
+
+def test_choose_jit_compile_falls_back_when_xla_fails():
+  model = _FakeModel(train_ms={'graph': 150, 'xla': 10},
+                     test_ms={'graph': 60, 'xla': 5}, xla_fails=True)
+  choice = jit.choose_jit_compile(model, [tf.zeros([2, 4, 4, 1])], steps=2,
+                                  timer=lambda: model.clock)
+  assert (choice.train, choice.evaluate) == (False, False)
+  assert 'No kernel for Foo' in choice.errors['training xla']
+  assert 'xla failed' in choice.describe()
+
+
+def test_choose_jit_compile_several_replicas_keeps_xla_off():
+  model = _FakeModel(train_ms={'graph': 150, 'xla': 10},
+                     test_ms={'graph': 60, 'xla': 5})
+  model.jit_compile = True
+  model.distribute_strategy = types.SimpleNamespace(num_replicas_in_sync=2)
+  choice = jit.choose_jit_compile(model, [], steps=2)  # nothing timed
+  assert (choice.train, choice.evaluate, choice.how) == (False, False, 'replicas')
+  assert model.jit_compile is False and model.train_function is None
+
+
+def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode():
+  """`jit_compile='auto'` measures (timed steps on the first batches of the
+  real, reshuffling pipeline), then trains: the weights and optimizer state
+  after N steps are those of N steps in the chosen mode alone."""
+
+  def fit(jit_compile):
+    keras.utils.set_random_seed(0)
+    model, _ = tiny_model(seed=0, init_batch_size=64)
+    model.compile(optimizer=keras.optimizers.Adam(
+        tfp_glow.WarmupSchedule(3e-3, 3), use_ema=True, ema_momentum=0.9),
+                  jit_compile=jit_compile)
+    model.fit(digits(batch_size=32, shuffle=True, seed=3), epochs=2,
+              steps_per_epoch=3, verbose=0)
+    return model
+
+  auto = fit('auto')
+  choice = auto.jit_choice
+  assert choice.how == 'measured' and choice.steps == auto.jit_timing_steps
+  assert set(choice.train_ms) == set(choice.evaluate_ms) == {'graph', 'xla'}
+  assert auto.jit_compile == choice.train
+  forced = fit(choice.train)
+  assert forced.jit_choice.how == 'forced'
+  assert int(auto.optimizer.iterations.numpy()) == 6
+  for a, b in zip(auto.weights + auto.optimizer.variables,
+                  forced.weights + forced.optimizer.variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+
+
+def test_compiled_ema_swap_is_kerass_swap():
+  """callbacks.SwapEMAWeights runs Keras's swap as one compiled call: after
+  training with it, the weights (averaged) and the optimizer's averages (raw)
+  are those of Keras's own SwapEMAWeights."""
+
+  def train(swap):
+    model, _ = tiny_model(seed=0, init_batch_size=64)
+    model.compile(optimizer=keras.optimizers.Adam(
+        tfp_glow.WarmupSchedule(3e-3, 3), use_ema=True, ema_momentum=0.5),
+                  jit_compile=False)
+    model.fit(_fixed_batches(), epochs=3, steps_per_epoch=2, verbose=0,
+              validation_data=fixed_batch(), callbacks=[swap])
+    return model
+
+  ours = train(callbacks.SwapEMAWeights(swap_on_epoch=True))
+  theirs = train(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+  for a, b in zip(ours.weights + ours.optimizer.variables,
+                  theirs.weights + theirs.optimizer.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7,
+                               err_msg=a.name)
+
+
+def test_all_finite_checks_every_float_variable():
+  good = [tf.Variable([1.0, 2.0]), keras.Variable(np.ones([2, 2], np.float32)),
+          tf.Variable([3, 4])]
+  assert callbacks.all_finite({'loss': 1.0}, good)
+  assert not callbacks.all_finite({'loss': float('nan')}, good)
+  assert not callbacks.all_finite({}, good + [tf.Variable([1.0, np.inf])])
+  assert not callbacks.all_finite(
+      {}, good + [keras.Variable(np.array([np.nan], np.float32))])
+  assert not callbacks.all_finite({}, [np.array([np.nan])])

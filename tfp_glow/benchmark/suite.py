@@ -21,11 +21,13 @@ import tensorflow as tf
 from tfp_glow.benchmark import flops
 from tfp_glow.benchmark import memory
 from tfp_glow.benchmark import models
+from tfp_glow.benchmark import program
 from tfp_glow.benchmark import report
 from tfp_glow.benchmark import roofline
 from tfp_glow.benchmark import timing
 
-__all__ = ['Options', 'run', 'measure_rss', 'memory_table']
+__all__ = ['Options', 'run', 'measure_rss', 'memory_table',
+           'measure_train_program']
 
 _log = functools.partial(print, flush=True)
 
@@ -142,6 +144,15 @@ def _best(cfg, options, timings, attainable):
       best[lib][op] = dict(mode=mode, median_ms=ms, gflops=gflops,
                            fraction=gflops / attainable)
   return best
+
+
+def measure_train_program(cfg, modes, epochs=4, steps_per_epoch=20, seed=0,
+                          log=_log):
+  """The training program (`GlowModel.fit` with its callbacks, EMA and
+  pipeline) against the bare training step, per mode: see `program.measure`.
+  Returns the `train_program` entry of the results."""
+  return program.measure(cfg, modes, epochs=epochs,
+                         steps_per_epoch=steps_per_epoch, seed=seed, log=log)
 
 
 def measure_rss(results, libraries, child_command, env=None, log=_log):

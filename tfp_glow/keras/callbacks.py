@@ -39,14 +39,17 @@ import math
 import os
 import re
 import shutil
+import time
 
 import h5py
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfp_glow.keras import distribute
 
-__all__ = ['Checkpoint', 'Backup', 'resume_epoch', 'all_finite',
+__all__ = ['Checkpoint', 'Backup', 'TimeLimit', 'SwapEMAWeights', 'resume_epoch',
+           'all_finite',
            'save_weights', 'write_json', 'read_info', 'WEIGHTS_SUFFIX']
 
 WEIGHTS_SUFFIX = '.weights.h5'
@@ -307,6 +310,86 @@ class Backup(keras.callbacks.Callback):
     if not self.non_finite and _writes(self.model) and os.path.isdir(
         self.backup_dir):
       shutil.rmtree(self.backup_dir)
+
+
+class TimeLimit(keras.callbacks.Callback):
+  """Stops training at the end of the step that crosses a wall-clock limit.
+
+  Keras 3 has no time-based stop. After each training step, if `minutes`
+  have passed since `start` (a `time.monotonic()` reading; default: when
+  training begins), `model.stop_training` is set: Keras then ends the epoch
+  in progress early, runs its validation and calls every `on_epoch_end` (so
+  `Checkpoint` and `Backup` write as after a full epoch), and stops.
+
+  The clock is read once per step, on the host; no tensor is fetched. It does
+  not set `async_safe`, so Keras calls it right after each step, and the step
+  that crosses the limit is the last one (an asynchronously dispatched
+  callback could only stop a step later).
+
+  Attributes:
+    stopped: True once the limit stopped training.
+    stopped_epoch, stopped_step: where (0-based epoch, 1-based step in it).
+    elapsed_s: seconds from `start` to the stop (or to the end of training).
+  """
+
+  def __init__(self, minutes, start=None):
+    super().__init__()
+    if isinstance(minutes, bool) or not isinstance(
+        minutes, (int, float)) or not minutes > 0 or not math.isfinite(minutes):
+      raise ValueError(f'minutes must be a number > 0, got {minutes!r}.')
+    self.minutes = float(minutes)
+    self.start = start
+    self.stopped = False
+    self.stopped_epoch = self.stopped_step = None
+    self.elapsed_s = None
+    self._epoch = 0
+
+  def on_train_begin(self, logs=None):
+    if self.start is None:
+      self.start = time.monotonic()
+    self.stopped = False
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.stopped:
+      return
+    elapsed = time.monotonic() - self.start
+    if elapsed >= 60.0 * self.minutes:
+      self.stopped = True
+      self.stopped_epoch, self.stopped_step = self._epoch, batch + 1
+      self.elapsed_s = elapsed
+      self.model.stop_training = True
+
+  def on_train_end(self, logs=None):
+    if not self.stopped and self.start is not None:
+      self.elapsed_s = time.monotonic() - self.start
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+  """Keras's `SwapEMAWeights`, each swap one compiled call.
+
+  Keras swaps eagerly, three assignments per variable: ~1 s per swap for the
+  digits model and its ~250 variables on a loaded 2-core CPU, four swaps per
+  epoch with `swap_on_epoch=True` and validation (measured, issue 14); as
+  one `tf.function` the same swap takes ~30 ms. The swap itself is Keras's
+  (`_swap_variables`, traced once): only when it runs differs.
+  tests/training_test.py checks that the swapped values are Keras's.
+  """
+
+  def __init__(self, swap_on_epoch=False):
+    super().__init__(swap_on_epoch=swap_on_epoch)
+    self._compiled_swap = None
+
+  def set_model(self, model):
+    super().set_model(model)
+    self._compiled_swap = None
+
+  def _swap_variables(self):
+    if self._compiled_swap is None:
+      self._compiled_swap = tf.function(super()._swap_variables)
+    self._compiled_swap()
 
 
 def resume_epoch(callbacks):

@@ -7,6 +7,7 @@ Keras does the rest: optimizers (Adam, Adamax), `use_ema` (Polyak averaging),
 in `tfp_glow.keras.distribute`.
 """
 
+import functools
 import math
 import os
 import warnings
@@ -18,6 +19,7 @@ import tensorflow as tf
 from tfp_glow import distribution as dist_lib
 from tfp_glow.keras import callbacks as callbacks_lib
 from tfp_glow.keras import distribute
+from tfp_glow.keras import jit as jit_lib
 
 __all__ = ['GlowModel', 'WarmupSchedule', 'SampleGrid', 'warmup_steps_for']
 
@@ -42,6 +44,17 @@ class GlowModel(keras.Model):
   * `model(x)` / `predict(x)`: the log-likelihood of each image, in nats.
   * Log-likelihoods come from `Glow.log_prob_parts`, the one place log p(x)
     is put together, as for `dist.log_prob` and the export.
+  * `compile(jit_compile='auto')` (the default) chooses XLA or graph mode by
+    measurement at the first `fit`: after ActNorm's init, the training and
+    evaluation steps are timed in both modes on the first batches of `x`
+    (`tfp_glow.keras.jit.choose_jit_compile`; the weights and optimizer state
+    are restored afterwards, so the choice does not change what is trained),
+    and the faster of each is kept; `jit_choice` holds the decision and the
+    figures, printed unless `fit(verbose=0)`. With a dataset, those batches come from the same pass over `x`
+    as the init's images (no extra pass, so the data order of a seeded
+    pipeline is unchanged). `jit_compile=True` / `False` force a mode;
+    `evaluate` / `predict` before any `fit` follow Keras's own 'auto' (XLA
+    only with an accelerator).
   * Resuming: with a `tfp_glow.keras.callbacks.Backup` among `fit`'s
     callbacks, training restarts after the backed-up epoch, from its weights
     and optimizer state.
@@ -60,10 +73,15 @@ class GlowModel(keras.Model):
       embedded digits); used for bits/dim.
     class_loss_weight: weight of the classifier loss (class-conditional).
     init_batch_size: images used for the data-dependent initialisation.
+    jit_timing_steps: timed steps per mode when `jit_compile='auto'`.
   """
 
+  # Batches of `x` the 'auto' measurement cycles through.
+  JIT_TIMING_BATCHES = 3
+
   def __init__(self, distribution, n_bins, class_loss_weight=0.01,
-               init_batch_size=256, name='glow_model', **kwargs):
+               init_batch_size=256, jit_timing_steps=5, name='glow_model',
+               **kwargs):
     super().__init__(name=name, **kwargs)
     glow = dist_lib.get_glow(distribution)
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) \
@@ -75,6 +93,9 @@ class GlowModel(keras.Model):
     self.n_bins = int(n_bins)
     self.class_loss_weight = float(class_loss_weight)
     self.init_batch_size = int(init_batch_size)
+    self.jit_timing_steps = int(jit_timing_steps)
+    self._jit_auto = False
+    self.jit_choice = None  # a jit.JitChoice once the mode is settled
     self._image_dims = int(np.prod(glow.image_shape))
     _register_variables(self, glow.variables)
     # 'loss' (the objective: mean bpd, plus the weighted class loss) is what
@@ -206,6 +227,43 @@ class GlowModel(keras.Model):
           None if labels is None else labels[:self.init_batch_size])
     return dist_lib.initialize(self.glow, x, labels=labels)
 
+  def compile(self, *args, jit_compile=jit_lib.AUTO, **kwargs):  # pylint: disable=arguments-differ
+    """Keras `compile`; `jit_compile` is 'auto' (the default: measured at the
+    first `fit`, see the class docstring), True (XLA) or False (graph mode)."""
+    mode = jit_lib.parse_jit_compile(jit_compile)
+    self._jit_auto = mode == jit_lib.AUTO and not kwargs.get('run_eagerly')
+    self.jit_choice = None if mode == jit_lib.AUTO else jit_lib.forced(mode)
+    super().compile(*args, jit_compile=mode, **kwargs)
+
+  def choose_jit_compile(self, batches, log=None):
+    """Measures and sets the compile modes now (see `jit.choose_jit_compile`);
+    `fit` does it by itself when compiled with `jit_compile='auto'`."""
+    self.jit_choice = jit_lib.choose_jit_compile(
+        self, batches, steps=self.jit_timing_steps, log=log)
+    self._jit_auto = False
+    return self.jit_choice
+
+  def _first_batches(self, data, batch_size):
+    """One pass over `data`: enough batches for ActNorm's init (if it is
+    still to run) and for the jit measurement."""
+    if isinstance(data, tf.data.Dataset):
+      out, count = [], 0
+      for batch in data:
+        out.append(batch)
+        count += int(tf.nest.flatten(batch)[0].shape[0])
+        if len(out) >= self.JIT_TIMING_BATCHES and (
+            self.initialized or count >= self.init_batch_size):
+          break
+      if not out:
+        raise ValueError('fit: the dataset is empty.')
+      return out
+    # Arrays or tensors, batched as Keras will (32 unless batch_size is given).
+    size = batch_size or 32
+    return [tf.nest.map_structure(lambda a, i=i: a[i * size:(i + 1) * size],
+                                  data)
+            for i in range(self.JIT_TIMING_BATCHES)
+            if int(tf.nest.flatten(data)[0].shape[0]) > i * size]
+
   def fit(self, x=None, y=None, **kwargs):  # pylint: disable=arguments-differ
     """Keras `fit`, after the data-dependent init (see the class docstring).
 
@@ -232,17 +290,39 @@ class GlowModel(keras.Model):
     if resume_epoch:
       kwargs['initial_epoch'] = max(kwargs.get('initial_epoch', 0),
                                     resume_epoch)
-    if x is not None and not self.initialized and not resume_epoch:
-      init_data = x if y is None else (x, y)
-      if isinstance(init_data, tf.distribute.DistributedDataset):
-        raise ValueError('Pass the undistributed dataset to fit(); Keras '
-                         'distributes it.')
+    data = x if y is None else (x, y)
+    if isinstance(data, tf.distribute.DistributedDataset):
+      raise ValueError('Pass the undistributed dataset to fit(); Keras '
+                       'distributes it.')
+    measure = self._jit_auto and self.jit_choice is None and x is not None
+    if measure and jit_lib.several_replicas(strategy):
+      self.choose_jit_compile([])  # nothing to time: XLA is off
+      measure = False
+    init = x is not None and not self.initialized and not resume_epoch
+    batches = None
+    if measure or (init and isinstance(data, tf.data.Dataset)):
+      # One pass serves both: a seeded pipeline that reshuffles every pass
+      # then sees as many passes as without the measurement.
+      batches = self._first_batches(data, kwargs.get('batch_size'))
+    if init:
+      init_data = data
+      if isinstance(data, tf.data.Dataset):
+        first = batches[0]
+        init_data = (tf.concat(list(batches), 0) if not isinstance(
+            first, (tuple, list)) else tuple(
+                tf.concat([b[i] for b in batches], 0)
+                for i in range(len(first))))
       # Cross-replica context, eager: every replica's copy of each mirrored
       # ActNorm variable gets the statistics of the whole init batch.
       with strategy.scope():
         self.initialize_from(init_data)
         distribute.broadcast_from_chief(strategy, [
             v for a in self.glow.actnorms() for v in a.variables])
+    if measure:
+      self.choose_jit_compile(
+          batches[:self.JIT_TIMING_BATCHES],
+          log=None if kwargs.get('verbose', 'auto') == 0 else functools.partial(
+              print, flush=True))
     return super().fit(x, y, **kwargs)
 
   def _check_strategy(self, strategy):

@@ -30,6 +30,12 @@ achieved FLOP/s is reported as a fraction of it. Before the rounds, each
 distinct convolution shape is also timed alone (JSON `conv_roofline`, e.g.
 the 1x1 400->400 layer at 16x16).
 
+`--train_program` (default on) adds the `train_program` row: ms per step of
+`GlowModel.fit` with the training program's callbacks, EMA and tf.data
+pipeline on synthetic images of the configuration, against the bare
+training step in the same mode, interleaved per epoch (see
+`tfp_glow.benchmark.program`).
+
 Also reported: parameter counts; the number of Conv2D ops in each library's
 `log_prob` and `sample` graphs (TFP's RealNVP evaluates every coupling network
 twice per `log_prob`); the peak resident memory (RSS) of a process that builds
@@ -113,10 +119,18 @@ flags.DEFINE_bool('rss', True, 'Measure the peak RSS of the training step in '
                   'a fresh subprocess per library.')
 flags.DEFINE_list('rss_libraries', [], 'Libraries whose RSS is measured '
                   '(default: all; with --quick: tfp_glow).')
+flags.DEFINE_bool('train_program', True, 'Time GlowModel.fit with the training '
+                  "program's callbacks, EMA and pipeline against the bare "
+                  'training step, in each of --modes.')
+flags.DEFINE_integer('program_epochs', 4, 'Epochs of the train_program run (the '
+                     'first, which compiles, is not counted).')
+flags.DEFINE_integer('program_steps_per_epoch', 20, 'Steps per epoch of the '
+                     'train_program run (also the bare steps between epochs).')
 flags.DEFINE_float('learning_rate', 1e-4, 'Adam learning rate of the step.')
 flags.DEFINE_integer('seed', 0, 'Seed of weights and data.')
 flags.DEFINE_bool('quick', False, 'Tiny smoke run (for the test): '
                   '--preset=quick, --modes=graph, 2 repeats, 1 warm-up, 3 '
+                  'train_program steps in 2 epochs, 3 '
                   'convolution repeats, unless given explicitly.')
 flags.DEFINE_string('json_out', None, 'Write all results as JSON here.')
 flags.DEFINE_string('markdown_out', None, 'Write the table as Markdown here.')
@@ -278,6 +292,11 @@ def main(argv):
   # One tf.function per (library, op, mode) is by design: no retracing noise.
   tf.get_logger().setLevel('ERROR')
   results = suite.run(cfg, options, command=_command())
+  if FLAGS.train_program:
+    results['train_program'] = suite.measure_train_program(
+        cfg, options.modes, epochs=_quick_default('program_epochs', 2),
+        steps_per_epoch=_quick_default('program_steps_per_epoch', 3),
+        seed=FLAGS.seed)
   if FLAGS.rss:
     rss_libraries = [l for l in FLAGS.rss_libraries if l] or list(
         options.libraries)

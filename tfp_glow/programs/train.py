@@ -17,7 +17,8 @@ Writes into --model_dir:
                                  from the last finished epoch
   logs/                          TensorBoard (losses, learning rate, sample grids)
   samples/epoch_XXXX.png         sample grids, one row per --temperatures entry
-  results.json                   test bits/dim, which weights it used, wall time
+  results.json                   test bits/dim, which weights it used, wall time,
+                                 the compile modes chosen, whether --time_limit stopped it
 
 --model_dir defaults to runs/<dataset> under the current directory (also
 `tfp-glow-train`, `python -m tfp_glow.programs.train`). Rerunning with the same
@@ -37,6 +38,7 @@ from absl import app
 from absl import flags
 
 from tfp_glow import run_dir
+from tfp_glow.keras import jit as jit_lib
 from tfp_glow.programs import launch
 
 D = run_dir.DEFAULTS
@@ -105,9 +107,36 @@ flags.DEFINE_float('clipnorm', D['clipnorm'],
 flags.DEFINE_integer('init_batch_size', D['init_batch_size'],
                      'Images for ActNorm\'s data-dependent initialisation.')
 flags.DEFINE_integer('seed', 0, 'Seed of the weights, the data order and noise.')
-flags.DEFINE_bool('jit_compile', D['jit_compile'],
-                  'Compile the training step with XLA (turned off with several '
-                  'replicas).')
+
+
+class _JitCompileParser(flags.ArgumentParser):
+  """'auto', true or false; a boolean-style flag, so --jit_compile and
+  --nojit_compile (the syntax of earlier versions) keep working."""
+
+  def parse(self, argument):
+    return jit_lib.parse_jit_compile(argument)
+
+  def flag_type(self):
+    return 'auto|true|false'
+
+
+flags.DEFINE_flag(flags.Flag(
+    _JitCompileParser(), flags.ArgumentSerializer(), 'jit_compile',
+    D['jit_compile'],
+    "XLA or not: 'auto' (default) compiles the training and the evaluation step "
+    'both ways, times a few steps of each on the first training batches and keeps '
+    'the faster (printed, and recorded in config.json and results.json; the timed '
+    'steps do not change the model; the cost: both modes are compiled, minutes '
+    'at 32x32x3 on a 2-core CPU, so force the mode for short runs); '
+    '--jit_compile=true (or --jit_compile) forces '
+    'XLA, --jit_compile=false (or --nojit_compile) graph mode. With several '
+    'replicas XLA is always off.', boolean=True))
+flags.DEFINE_float('time_limit', None,
+                   'Stop training after this many minutes (counted from the start of '
+                   'the program): the step that crosses the limit is the last, its '
+                   'epoch ends there, is validated and checkpointed, and the test '
+                   'bits/dim is reported as usual; results.json says '
+                   'stopped_by_time_limit. Not with --strategy=multi_worker.')
 flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'Precision of the coupling networks\' convolutions. bfloat16 is '
                   'the mixed-precision option (log-dets, 1x1 convolutions, priors and '
@@ -164,6 +193,14 @@ def validate_flags():
     raise UsageError(f'--warmup_steps must be >= 0, got {FLAGS.warmup_steps}.')
   if FLAGS.clipnorm is not None and FLAGS.clipnorm <= 0:
     raise UsageError(f'--clipnorm must be > 0, got {FLAGS.clipnorm}.')
+  if FLAGS.time_limit is not None:
+    if not FLAGS.time_limit > 0 or not math.isfinite(FLAGS.time_limit):
+      raise UsageError(f'--time_limit must be > 0 minutes, got {FLAGS.time_limit}.')
+    if FLAGS.strategy == 'multi_worker':
+      # Each worker reads its own clock: they could stop at different steps and
+      # leave a collective waiting forever.
+      raise UsageError('--time_limit does not work with --strategy=multi_worker '
+                       f'(got --time_limit={FLAGS.time_limit}); use --epochs.')
   try:
     temps = [float(t) for t in FLAGS.temperatures]
   except ValueError as e:
@@ -191,6 +228,7 @@ def train(model_dir, temperatures):
   from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
 
   start = time.time()
+  start_clock = time.monotonic()  # --time_limit counts from here
   # The strategy first: multi-worker setup must precede any other TF op.
   try:
     strategy = distribute.make_strategy(
@@ -220,7 +258,7 @@ def train(model_dir, temperatures):
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
       'warmup_epochs', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
       'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
-      'data_dir', 'translate_prob', 'compute_dtype', 'backprop')}
+      'data_dir', 'translate_prob', 'compute_dtype', 'backprop', 'time_limit')}
   recipe['translate'] = translate
   config = {'model': model_config, 'training': recipe}
 
@@ -296,10 +334,14 @@ def train(model_dir, temperatures):
       keras.callbacks.TerminateOnNaN(),
       callbacks_lib.Backup(backup_dir),
   ]
+  time_limit = None
+  if FLAGS.time_limit is not None:
+    time_limit = callbacks_lib.TimeLimit(FLAGS.time_limit, start=start_clock)
+    callbacks.append(time_limit)
   if FLAGS.ema:
     # After the backup (which keeps the raw weights and the optimizer's averages):
     # evaluation, checkpoints and samples below see the averaged weights.
-    callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
   latest = callbacks_lib.Checkpoint(
       run_dir.checkpoint_path(model_dir, 'latest'))
   callbacks.append(latest)
@@ -328,6 +370,16 @@ def train(model_dir, temperatures):
                       validation_data=validation_ds, callbacks=callbacks,
                       verbose=FLAGS.verbose, shuffle=False)
   nan_stop = latest.skipped_non_finite or callbacks[1].non_finite
+  jit_choice = model.jit_choice.as_dict() if model.jit_choice else None
+  if chief and jit_choice:
+    config['training']['jit_choice'] = jit_choice
+    run_dir.write_config(model_dir, config)
+  stopped_by_time = bool(time_limit and time_limit.stopped)
+  if stopped_by_time:
+    print(f'Training stopped by --time_limit={FLAGS.time_limit:g} min after '
+          f'{time_limit.elapsed_s / 60:.2f} min (epoch {time_limit.stopped_epoch + 1}, '
+          f'step {time_limit.stopped_step}); that epoch was validated and '
+          'checkpointed.', flush=True)
 
   # The test bits/dim, with the best-validation (else the final) weights.
   which = 'best' if FLAGS.validation else 'latest'
@@ -345,6 +397,11 @@ def train(model_dir, temperatures):
       'checkpoint': os.path.relpath(path, model_dir),
       'epochs_run': len(history.history.get('bpd', [])),
       'terminated_on_nan': bool(nan_stop),
+      'stopped_by_time_limit': stopped_by_time,
+      'time_limit_min': FLAGS.time_limit,
+      'elapsed_at_stop_s': (time_limit.elapsed_s if time_limit else None),
+      'steps_run': int(model.optimizer.iterations.numpy()),
+      'jit_compile': jit_choice,
       'wall_time_s': None,
   }
   if os.path.exists(path[:-len('.weights.h5')] + '.json'):
@@ -352,7 +409,9 @@ def train(model_dir, temperatures):
       results['checkpoint_info'] = json.load(f)
   eval_model = run_dir.build_model(model_config)
   eval_model.load_weights(path)
-  eval_model.compile(jit_compile=False)
+  # The evaluation step's mode as measured (or forced) for this model.
+  eval_model.compile(jit_compile=model.jit_choice.evaluate if model.jit_choice
+                     else False)
   if test_split is None:
     print('A folder has no test split and --novalidation holds out nothing: no held-'
           'out bits/dim to report.')
