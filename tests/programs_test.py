@@ -24,12 +24,14 @@ PROGRAM_DIR = os.path.join(ROOT, 'tfp_glow', 'programs')
 PROGRAMS = ('train', 'sample', 'evaluate', 'interpolate')
 # The console scripts tfp-glow-<name>, each running tfp_glow.programs.<name>:run.
 SCRIPTS = ('train', 'sample', 'evaluate', 'interpolate', 'export', 'benchmark')
+# No --verbose: its default, auto, must give one line per epoch when stdout is a pipe.
 TINY = ['--levels=2', '--steps_per_level=1', '--hidden_width=8', '--batch_size=64',
-        '--warmup_steps=10', '--learning_rate=3e-3', '--verbose=2',
+        '--warmup_steps=10', '--learning_rate=3e-3',
         '--temperatures=0,0.7', '--sample_every=1']
 
 
-def env():
+def env(**overrides):
+  """The programs' environment; an override of None removes the variable."""
   e = dict(os.environ)
   path = e.get('PYTHONPATH')
   # Under Bazel the runfiles root is on PYTHONPATH already; keep it first.
@@ -37,6 +39,11 @@ def env():
   e['TF_CPP_MIN_LOG_LEVEL'] = '3'
   e['CUDA_VISIBLE_DEVICES'] = ''
   e['PYTHONUNBUFFERED'] = '1'  # progress lines reach the log before a SIGKILL
+  for name, value in overrides.items():
+    if value is None:
+      e.pop(name, None)
+    else:
+      e[name] = value
   return e
 
 
@@ -48,8 +55,8 @@ def start(program, *args, **kwargs):
   return start_command(command(program, *args), **kwargs)
 
 
-def start_command(cmd, **kwargs):
-  return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE,
+def start_command(cmd, environ=None, **kwargs):
+  return subprocess.Popen(cmd, env=environ or env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
@@ -116,15 +123,22 @@ def test_console_scripts_and_launchers():
   programs = sorted(f[:-3] for f in os.listdir(PROGRAM_DIR)
                     if f.endswith('.py') and f not in ('__init__.py', 'launch.py'))
   assert set(PROGRAMS) <= set(programs) <= set(SCRIPTS), programs
+  texts = set()
   for program in programs:
     with open(os.path.join(PROGRAM_DIR, f'{program}.py')) as f:
       assert '\ndef run():\n' in f.read(), program
     with open(os.path.join(BIN, f'{program}.py')) as f:
       launcher = f.read()
-    # A launcher only calls the program: no flags, no import-path edits.
-    assert f'from tfp_glow.programs import {program}\n' in launcher
+    # A launcher sets TensorFlow's environment (before importing it: see
+    # tfp_glow/programs/launch.py) and calls the program: no flags, no
+    # import-path edits, and the same text in every launcher.
+    assert f'from tfp_glow.programs import {program}  #' in launcher
     assert launcher.rstrip().endswith(f'{program}.run()'), launcher
-    assert len(launcher.splitlines()) <= 5, launcher
+    assert "os.environ.setdefault('TF_ENABLED_DEVICE_TYPES', 'CPU')" in launcher
+    assert launcher.index('TF_ENABLED_DEVICE_TYPES') < launcher.index('from tfp_glow')
+    assert len(launcher.splitlines()) <= 13, launcher
+    texts.add(launcher.replace(program, 'PROGRAM'))
+  assert len(texts) == 1, texts
 
 
 def test_train_writes_everything(model_dir):
@@ -166,33 +180,80 @@ def test_train_writes_everything(model_dir):
   assert math.isfinite(results['test_bpd']) and 1.0 < results['test_bpd'] < 6.0
   assert results['wall_time_s'] > 0
   assert 'Test bits/dim (test split, best weights' in out
+  # Grey levels of the data, not the flow's --levels (issue 15.7).
+  assert 'images [8, 8, 1], 17 grey levels,' in out, out
+  # --verbose=auto with stdout a pipe: one line per epoch, no progress bar.
+  assert len(re.findall(r'^21/21 - .*bpd: [0-9.]+ .*val_bpd', out, re.M)) == 2, out
+  assert '\r' not in out and '\x08' not in out and '━' not in out, out
   # A second run of the same command does not train again.
   rc, again = finish(start('train', '--epochs=2', *TINY, cwd=cwd))
   assert rc == 0 and 'finished run' in again, again
 
 
-def test_sample_evaluate_interpolate(model_dir, tmp_path):
+def test_sample_interpolate(model_dir, tmp_path):
   path, _ = model_dir
   samples, strip = str(tmp_path / 's.png'), str(tmp_path / 'i.png')
+  nan_out = tmp_path / 'nan' / 'never.png'
   procs = [
       start('sample', f'--model_dir={path}', '--temperatures=0,0.5,1', '--num=5',
             f'--out={samples}'),
-      start('evaluate', f'--model_dir={path}', '--split=test'),
       start('interpolate', f'--model_dir={path}', '--index_a=2', '--index_b=7',
             '--steps=6', f'--out={strip}'),
+      # The flow overflows at T = 1e30: the whole command fails, naming the
+      # temperature and the count, and writes nothing (issue 15.1).
+      start('sample', f'--model_dir={path}', '--temperatures=0.7,1e30', '--num=4',
+            f'--out={nan_out}'),
   ]
   (rc1, out1), (rc2, out2), (rc3, out3) = [finish(p) for p in procs]
-  assert rc1 == 0 and rc2 == 0 and rc3 == 0, (out1, out2, out3)
+  assert rc1 == 0 and rc2 == 0, (out1, out2)
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tfp_glow import images  # pylint: disable=g-import-not-at-top
+  # 8x8 tiles upscaled by the default factor (8: a 64-pixel tile), one pixel of
+  # padding, written with a new file's usual mode.
+  tile = 8 * images.default_scale(8, 8) + 1
+  assert tile == 65
+  mode = 0o666 & ~images._umask()  # pylint: disable=protected-access
   with Image.open(samples) as img:
-    # 3 rows x 5 images of 8x8, one pixel of padding.
-    assert img.size == (5 * 9 + 1, 3 * 9 + 1)
+    assert img.size == (5 * tile + 1, 3 * tile + 1)  # 3 rows x 5 images
   with Image.open(strip) as img:
-    assert img.size == (6 * 9 + 1, 9 + 1)
-  bpd = float(re.search(r'test bits/dim: ([0-9.]+)', out2).group(1))
-  with open(os.path.join(path, 'results.json')) as f:
-    # The same weights, split and dequantisation seed as train.py's report.
-    assert abs(bpd - json.load(f)['test_bpd']) < 1e-3
+    assert img.size == (6 * tile + 1, tile + 1)
+  for png in (samples, strip):
+    assert os.stat(png).st_mode & 0o777 == mode, oct(os.stat(png).st_mode)
+  assert rc3 == 1, out3
+  assert ('Error: temperature 1e+30: glow: 4 of 4 generated images are not finite '
+          'at temperature 1e+30') in out3, out3
+  assert f'Nothing was written to {nan_out}' in out3 and 'Traceback' not in out3
+  assert not nan_out.parent.exists()
+  # --max_count bounds --num times the number of temperatures; non-finite
+  # temperatures are refused before anything runs.
+  procs = [start('sample', f'--model_dir={path}', '--temperatures=0,1', '--num=513',
+                 f'--out={nan_out}'),
+           start('sample', f'--model_dir={path}', '--temperatures=0.5,inf',
+                 f'--out={nan_out}')]
+  (rc1, out1), (rc2, out2) = [finish(p) for p in procs]
+  assert rc1 != 0 and ('--num=513 times 2 temperature(s) is 1026 images, more than '
+                       '--max_count=1024') in out1, out1
+  assert rc2 != 0 and '--temperatures must be finite and >= 0, got inf' in out2, out2
+  assert not nan_out.parent.exists()
+
+
+def test_verbose_auto_follows_the_terminal():
+  """train.py's --verbose=auto: the progress bar on a terminal, one line per epoch
+  in a log file (issue 15.7; the pipe case runs for real in the model_dir fixture)."""
+  from tfp_glow.programs import launch  # pylint: disable=g-import-not-at-top
+
+  class Stream:
+
+    def __init__(self, tty):
+      self.tty = tty
+
+    def isatty(self):
+      return self.tty
+
+  assert launch.keras_verbosity('auto', Stream(True)) == 1
+  assert launch.keras_verbosity('auto', Stream(False)) == 2
+  assert launch.keras_verbosity('auto', object()) == 2
+  assert [launch.keras_verbosity(v, Stream(True)) for v in '012'] == [0, 1, 2]
 
 
 def test_different_architecture_is_refused(model_dir):

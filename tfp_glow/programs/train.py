@@ -135,8 +135,10 @@ flags.DEFINE_list('temperatures', ['0.0', '0.5', '0.7', '1.0'],
                   'Temperatures of the sample grid rows.')
 flags.DEFINE_integer('sample_every', 10,
                      'Write a sample grid every this many epochs (and at the end).')
-flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one '
-                     'line per epoch.')
+flags.DEFINE_enum('verbose', 'auto', ['auto', '0', '1', '2'],
+                  'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch; '
+                  'auto: 1 when stdout is a terminal, else 2 (a progress bar '
+                  'redrawn in a log file floods it).')
 
 
 class UsageError(Exception):
@@ -318,11 +320,11 @@ def train(model_dir, temperatures):
     callbacks.append(keras.callbacks.TensorBoard(log_dir))
 
   print(f'Training {model.glow.name}: {info.source}, images {list(info.image_shape)}, '
-        f'{info.n_bins} levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
+        f'{info.n_bins} grey levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
         f'parameters, model_dir {model_dir}', flush=True)
   history = model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
                       validation_data=validation_ds, callbacks=callbacks,
-                      verbose=FLAGS.verbose, shuffle=False)
+                      verbose=launch.keras_verbosity(FLAGS.verbose), shuffle=False)
   nan_stop = latest.skipped_non_finite or callbacks[1].non_finite
 
   # The test bits/dim, with the best-validation (else the final) weights.
