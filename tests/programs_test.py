@@ -179,6 +179,9 @@ def test_train_writes_everything(model_dir):
   assert results['weights'] == 'best' and results['split'] == 'test'
   assert math.isfinite(results['test_bpd']) and 1.0 < results['test_bpd'] < 6.0
   assert results['wall_time_s'] > 0
+  assert results['eval_seed'] == 0 and results['eval_draws'] == 1
+  assert results['test_bpd_se'] is None and results['test_bpd_draws'] == [
+      results['test_bpd']]
   assert 'Test bits/dim (test split, best weights' in out
   # Grey levels of the data, not the flow's --levels (issue 15.7).
   assert 'images [8, 8, 1], 17 grey levels,' in out, out
@@ -235,6 +238,112 @@ def test_sample_interpolate(model_dir, tmp_path):
                        '--max_count=1024') in out1, out1
   assert rc2 != 0 and '--temperatures must be finite and >= 0, got inf' in out2, out2
   assert not nan_out.parent.exists()
+
+
+def _bpd(out, split='test'):
+  return re.search(rf'^{split} bits/dim: ([0-9.]+)', out, re.M).group(1)
+
+
+def test_evaluation_is_a_function_of_weights_split_and_seed(model_dir):
+  """Issue 15.2: evaluate.py, train.py's results.json and GlowModel.evaluate give
+  the same number for the same weights, split and seed, at any batch size; and
+  --eval_draws=K reports the mean over K draws with its standard error."""
+  path, _ = model_dir
+  procs = [
+      # Also the one run with TensorFlow's C++ log at its default level: no
+      # "failed call to cuInit" on a machine without a GPU (issue 15.7).
+      start_command(command('evaluate', f'--model_dir={path}', '--batch_size=256'),
+                    environ=env(TF_CPP_MIN_LOG_LEVEL=None)),
+      start('evaluate', f'--model_dir={path}', '--batch_size=7'),
+      start('evaluate', f'--model_dir={path}', '--eval_draws=3', '--batch_size=100'),
+  ]
+  (rc1, out1), (rc2, out2), (rc3, out3) = [finish(p) for p in procs]
+  assert rc1 == 0 and rc2 == 0 and rc3 == 0, (out1, out2, out3)
+  if not os.path.exists('/proc/driver/nvidia'):
+    assert 'cuInit' not in out1, out1
+  assert _bpd(out1) == _bpd(out2), (out1, out2)
+  with open(os.path.join(path, 'results.json')) as f:
+    results = json.load(f)
+  assert abs(float(_bpd(out1)) - results['test_bpd']) <= 5e-5 + 1e-6, (out1, results)
+  match = re.search(r'^test bits/dim: ([0-9.]+) \+/- ([0-9.]+) \(standard error over '
+                    r'3 dequantisation draws, seeds 0\.\.2\)', out3, re.M)
+  assert match, out3
+  # The same numbers in this process, through GlowModel.evaluate at yet another
+  # batch size: draw k is data.load(..., shuffle=False, seed=k).
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  model, _, _ = run_dir.load_trained(path)
+  model.compile()
+  draws = []
+  for seed in range(3):
+    ds, _ = data.load('digits', 'test', batch_size=50, shuffle=False, seed=seed)
+    draws.append(float(model.evaluate(ds, verbose=0, return_dict=True)['bpd']))
+  assert abs(draws[0] - results['test_bpd']) < 1e-5, (draws, results)
+  mean = sum(draws) / 3
+  se = math.sqrt(sum((d - mean)**2 for d in draws) / 2 / 3)
+  assert se > 0 and len(set(draws)) == 3, draws
+  assert abs(float(match.group(1)) - mean) <= 5e-5 + 1e-6, (match.group(0), mean)
+  assert abs(float(match.group(2)) - se) <= 5e-5 + 1e-6, (match.group(0), se)
+
+
+def _write_pngs(folder, n, shape, seed):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  folder.mkdir()
+  rng = np.random.default_rng(seed)
+  for i in range(n):
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if shape[-1] == 1 else pixels).save(
+        folder / f'{i:02d}.png')
+
+
+def test_evaluate_other_data(tmp_path):
+  """Issue 15.6: --dataset scores other data with the model, and refuses data
+  whose size, channels or bit depth differ from the model's, by name."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tfp_glow  # pylint: disable=g-import-not-at-top
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
+  _write_pngs(tmp_path / 'train', 12, (8, 8, 1), seed=0)
+  _write_pngs(tmp_path / 'right', 10, (8, 8, 1), seed=1)
+  _write_pngs(tmp_path / 'big', 4, (16, 16, 1), seed=2)
+  _write_pngs(tmp_path / 'rgb', 4, (8, 8, 3), seed=3)
+  # A model directory as train.py writes it, for a model of 8x8 grey 8-bit
+  # images (an initialised tiny Glow: no training needed to score data).
+  model_dir = str(tmp_path / 'model')
+  ds, info = data.load(f'folder:{tmp_path / "train"}', 'all', batch_size=12,
+                       shuffle=False)
+  config = {'model': run_dir.model_config(
+      info, dataset=info.name, image_size=None, n_bits=None, levels=2,
+      steps_per_level=1, hidden_width=8, coupling='affine', permutation='conv',
+      learn_top=True, conditional=False), 'training': {}}
+  assert config['model']['n_bins'] == 256
+  model = run_dir.build_model(config['model'], seed=1)
+  model.initialize_from(ds)
+  run_dir.write_config(model_dir, config)
+  callbacks.save_weights(model, run_dir.checkpoint_path(model_dir, 'latest'))
+  procs = [start('evaluate', f'--model_dir={model_dir}',
+                 f'--dataset=folder:{tmp_path / name}', '--batch_size=3')
+           for name in ('right', 'big', 'rgb')]
+  procs.append(start('evaluate', f'--model_dir={model_dir}', '--dataset=digits'))
+  (rc1, out1), (rc2, out2), (rc3, out3), (rc4, out4) = [finish(p) for p in procs]
+  assert rc1 == 0, out1
+  assert f'(10 images of folder:{tmp_path / "right"},' in out1, out1
+  model.compile()
+  right, _ = data.load(f'folder:{tmp_path / "right"}', 'all', batch_size=4,
+                       shuffle=False, seed=0)
+  want = float(model.evaluate(right, verbose=0, return_dict=True)['bpd'])
+  assert np.isfinite(want)
+  assert abs(float(_bpd(out1, 'all')) - want) <= 5e-5 + 1e-6, (out1, want)
+  for rc, out in ((rc2, out2), (rc3, out3), (rc4, out4)):
+    assert rc == 2 and 'Traceback' not in out, out
+    assert 'does not match the model' in out, out
+  assert 'images are 16x16, the model takes 8x8' in out2, out2
+  assert 'images have 3 channel(s), the model takes 1' in out3, out3
+  assert 'the data has 17 levels per pixel (n_bins), the model was trained on ' \
+      '256' in out4, out4
+  assert 'images are' not in out3 and 'channel' not in out2
 
 
 def test_verbose_auto_follows_the_terminal():

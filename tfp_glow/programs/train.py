@@ -139,6 +139,7 @@ flags.DEFINE_enum('verbose', 'auto', ['auto', '0', '1', '2'],
                   'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch; '
                   'auto: 1 when stdout is a terminal, else 2 (a progress bar '
                   'redrawn in a log file floods it).')
+run_dir.define_eval_flags()
 
 
 class UsageError(Exception):
@@ -355,13 +356,20 @@ def train(model_dir, temperatures):
     print('A folder has no test split and --novalidation holds out nothing: no held-'
           'out bits/dim to report.')
   else:
-    test_ds, _ = load_data(config, test_split, batch_size=256, shuffle=False,
-                           seed=0)  # as bin/evaluate.py
-    test_bpd = float(eval_model.evaluate(test_ds, verbose=0, return_dict=True)['bpd'])
-    results.update(split=test_split, test_bpd=test_bpd)
+    # The same function, seeds and noise as bin/evaluate.py: its number for these
+    # weights, split and --eval_seed is this one, at any batch size.
+    try:
+      test = run_dir.evaluate_bpd(eval_model, config, test_split, batch_size=256,
+                                  seed=FLAGS.eval_seed, draws=FLAGS.eval_draws,
+                                  data_dir=FLAGS.data_dir, download=FLAGS.download)
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
+      raise UsageError(f'Cannot evaluate the {test_split!r} split: {e}') from e
+    results.update(split=test_split, test_bpd=test['bpd'], test_bpd_se=test['se'],
+                   test_bpd_draws=test['draws'], eval_seed=FLAGS.eval_seed,
+                   eval_draws=FLAGS.eval_draws)
     epoch = results.get('checkpoint_info', {}).get('epoch', '?')
     print(f'Test bits/dim ({test_split} split, {which} weights, from epoch {epoch}): '
-          f'{test_bpd:.4f}')
+          f'{run_dir.format_bpd(test)}')
   results['wall_time_s'] = time.time() - start
   if chief:
     run_dir.write_json(results_path, results)
