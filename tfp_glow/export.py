@@ -57,6 +57,10 @@ one request must not be able to exhaust the server's memory. Samples that are no
 finite (the flow overflows at high temperatures) fail the request with an
 `InvalidArgumentError` giving their count and the temperature, never a black image.
 
+**Trust**: a SavedModel is a program (TensorFlow's security guidance): loading
+or serving one runs its graph with the rights of the process, so load only
+exports you trust.
+
 **Bad input** (wrong rank, height/width, channel count or latent size, NaN or
 Inf, float pixels outside [-0.5, 0.5], uint8 values `>= n_bins`, labels out of
 range or of the wrong length, `count < 0`, `temperature < 0` or NaN) fails
@@ -72,12 +76,13 @@ python -c "import numpy as np; np.save('/tmp/x.npy', np.zeros([2, 8, 8, 1], np.f
 saved_model_cli run --dir /tmp/export/1 --tag_set serve \
     --signature_def serving_default --inputs images=/tmp/x.npy
 saved_model_cli run --dir /tmp/export/1 --tag_set serve --signature_def sample \
-    --input_exprs 'count=np.int32(4);temperature=np.float32(0.7);seed=np.int64(1)'
+    --input_exprs 'count=4;temperature=0.7;seed=1'
 ```
 
 #### From Python, with TensorFlow only
 
 ```python
+import tensorflow as tf
 m = tf.saved_model.load('/tmp/export/1')
 out = m.signatures['log_prob'](images=tf.zeros([2, 8, 8, 1]))
 out['log_prob'], out['bits_per_dim']

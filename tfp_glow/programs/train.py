@@ -17,7 +17,9 @@ Writes into --model_dir:
                                  from the last finished epoch
   logs/                          TensorBoard (losses, learning rate, sample grids)
   samples/epoch_XXXX.png         sample grids, one row per --temperatures entry
-  results.json                   test bits/dim, which weights it used, wall time
+  results.json                   test bits/dim (the mean over --eval_draws noise
+                                 draws from --eval_seed, and its standard error),
+                                 which weights it used, wall time
 
 --model_dir defaults to runs/<dataset> under the current directory (also
 `tfp-glow-train`, `python -m tfp_glow.programs.train`). Rerunning with the same
