@@ -305,13 +305,26 @@ def test_bad_images_are_refused_with_a_named_problem(loaded):
     assert 'wrong channel count' in _error(lp, images=tf.zeros([2, 8, 8, 3]))
     nan = np.zeros((2,) + SHAPE, np.float32)
     nan[1, 3, 3, 0] = np.nan
-    assert 'NaN' in _error(lp, images=tf.constant(nan))
+    message = _error(lp, images=tf.constant(nan))
+    assert 'NaN' in message and '[[1 3 3 0]] [value] [nan]' in message, message
     assert 'out of range' in _error(lp, images=tf.fill([2, 8, 8, 1], 3.0))
+    # The error names an offending pixel, its position and value, not the
+    # tensor's first values (issue 15.7).
+    x = np.zeros((3,) + SHAPE, np.float32)
+    x[1, 2, 5, 0], x[2, 0, 0, 0] = 0.75, -3.0
+    message = _error(lp, images=tf.constant(x))
+    assert 'out of range' in message
+    assert 'first offending pixel at [n, h, w, c] =] [[1 2 5 0]] [value] [0.75] ' \
+        '[offending pixels:] [2]' in message, message
     message = _error(lp, images=tf.zeros([2, 8, 8, 1], tf.float64))
     assert 'double' in message or 'float64' in message
   u8 = m.signatures['log_prob_uint8']
   assert 'out of range' in _error(u8, images=tf.fill([2, 8, 8, 1],
                                                      tf.constant(N_BINS, tf.uint8)))
+  k = np.zeros((2,) + SHAPE, np.uint8)
+  k[1, 4, 6, 0] = 200
+  assert '[[1 4 6 0]] [value] [200] [offending pixels:] [1]' in _error(
+      u8, images=tf.constant(k))
   assert 'wrong channel count' in _error(u8, images=tf.zeros([2, 8, 8, 3], tf.uint8))
   assert 'uint8' in _error(u8, images=tf.zeros([2, 8, 8, 1]))
 
@@ -335,6 +348,38 @@ def test_bad_latents_and_sample_arguments_are_refused(loaded):
   assert 'wrong labels shape' in _error(lp, images=x, labels=tf.constant([0, 1, 2]))
   assert 'wrong labels shape' in _error(
       c.signatures['sample'], count=tf.constant(3), labels=tf.constant([0]), **args)
+
+
+def test_sample_refuses_non_finite_samples_and_too_many(loaded, exported, tmp_path):
+  """Issue 15.1 and 15.8, through tf.saved_model.load: a temperature at which the
+  flow overflows fails the request naming how many samples (of how many) and the
+  temperature, never NaN `x` and black `images`; a `count` above the `max_count`
+  fixed at export time is refused by name before any noise is drawn."""
+  m, _ = loaded
+  smp = m.signatures['sample']
+  seed = tf.constant(1, tf.int64)
+  message = _error(smp, count=tf.constant(5), temperature=tf.constant(1e30),
+                   seed=seed)
+  assert 'generated images not finite (count, of, at temperature):] [5] [5] ' \
+      '[1e+30]' in message, message
+  assert int(m.signatures['metadata']()['max_count']) == export.DEFAULT_MAX_COUNT
+  over = export.DEFAULT_MAX_COUNT + 1
+  message = _error(smp, count=tf.constant(over), temperature=tf.constant(0.7),
+                   seed=seed)
+  assert f'count must be <= max_count={export.DEFAULT_MAX_COUNT}' in message
+  assert f'[{over}]' in message, message
+  small = tf.saved_model.load(export.save(exported['model'], str(tmp_path / 'e'),
+                                          max_count=4))
+  assert int(small.signatures['metadata']()['max_count']) == 4
+  assert 'count must be <= max_count=4' in _error(
+      small.signatures['sample'], count=tf.constant(5),
+      temperature=tf.constant(0.7), seed=seed)
+  out = small.signatures['sample'](count=tf.constant(4),
+                                   temperature=tf.constant(0.7), seed=seed)
+  assert out['images'].shape == (4,) + SHAPE
+  assert np.all(np.isfinite(out['x'].numpy()))
+  with pytest.raises(ValueError, match='max_count must be a positive int, got 0'):
+    export.save(exported['model'], str(tmp_path / 'f'), max_count=0)
 
 
 # ----------------------------------------------------------------------------------
@@ -411,10 +456,18 @@ def test_bin_export_from_a_model_dir(exported, tmp_path):
   export_dir = tmp_path / 'serving'
   proc = _run([sys.executable, os.path.join(ROOT, 'bin', 'export.py'),
                f'--model_dir={model_dir}', f'--export_dir={export_dir}',
-               '--version=5'],
+               '--version=5', '--max_count=3'],
               cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert os.listdir(export_dir) == ['5']
+  # tf.saved_model.save's INFO lines (renamed inputs, sharding callback,
+  # assets, fingerprint) are not shown (issue 15.7).
+  for noise in ('unsupported characters', 'Sharding callback', 'Assets written',
+                'Writing fingerprint'):
+    assert noise not in proc.stdout + proc.stderr, (noise, proc.stderr[-3000:])
+  assert 'sample takes up to 3 images per request' in proc.stdout
+  assert int(tf.saved_model.load(str(export_dir / '5')).signatures['metadata']()[
+      'max_count']) == 3
   m = tf.saved_model.load(str(export_dir / '5'))
   x, _ = _images(4, seed=9)
   np.testing.assert_allclose(

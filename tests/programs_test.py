@@ -25,12 +25,14 @@ PROGRAMS = ('train', 'sample', 'evaluate', 'interpolate')
 # The console scripts tfp-glow-<name>, each running tfp_glow.programs.<name>:run.
 SCRIPTS = ('train', 'sample', 'evaluate', 'interpolate', 'export', 'benchmark',
            'score', 'ablation')
+# No --verbose: its default, auto, must give one line per epoch when stdout is a pipe.
 TINY = ['--levels=2', '--steps_per_level=1', '--hidden_width=8', '--batch_size=64',
-        '--warmup_steps=10', '--learning_rate=3e-3', '--verbose=2',
+        '--warmup_steps=10', '--learning_rate=3e-3',
         '--temperatures=0,0.7', '--sample_every=1']
 
 
-def env():
+def env(**overrides):
+  """The programs' environment; an override of None removes the variable."""
   e = dict(os.environ)
   path = e.get('PYTHONPATH')
   # Under Bazel the runfiles root is on PYTHONPATH already; keep it first.
@@ -38,6 +40,11 @@ def env():
   e['TF_CPP_MIN_LOG_LEVEL'] = '3'
   e['CUDA_VISIBLE_DEVICES'] = ''
   e['PYTHONUNBUFFERED'] = '1'  # progress lines reach the log before a SIGKILL
+  for name, value in overrides.items():
+    if value is None:
+      e.pop(name, None)
+    else:
+      e[name] = value
   return e
 
 
@@ -49,8 +56,8 @@ def start(program, *args, **kwargs):
   return start_command(command(program, *args), **kwargs)
 
 
-def start_command(cmd, **kwargs):
-  return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE,
+def start_command(cmd, environ=None, **kwargs):
+  return subprocess.Popen(cmd, env=environ or env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
@@ -117,15 +124,22 @@ def test_console_scripts_and_launchers():
   programs = sorted(f[:-3] for f in os.listdir(PROGRAM_DIR)
                     if f.endswith('.py') and f not in ('__init__.py', 'launch.py'))
   assert set(PROGRAMS) <= set(programs) <= set(SCRIPTS), programs
+  texts = set()
   for program in programs:
     with open(os.path.join(PROGRAM_DIR, f'{program}.py')) as f:
       assert '\ndef run():\n' in f.read(), program
     with open(os.path.join(BIN, f'{program}.py')) as f:
       launcher = f.read()
-    # A launcher only calls the program: no flags, no import-path edits.
-    assert f'from tfp_glow.programs import {program}\n' in launcher
+    # A launcher sets TensorFlow's environment (before importing it: see
+    # tfp_glow/programs/launch.py) and calls the program: no flags, no
+    # import-path edits, and the same text in every launcher.
+    assert f'from tfp_glow.programs import {program}  #' in launcher
     assert launcher.rstrip().endswith(f'{program}.run()'), launcher
-    assert len(launcher.splitlines()) <= 5, launcher
+    assert "os.environ.setdefault('TF_ENABLED_DEVICE_TYPES', 'CPU')" in launcher
+    assert launcher.index('TF_ENABLED_DEVICE_TYPES') < launcher.index('from tfp_glow')
+    assert len(launcher.splitlines()) <= 13, launcher
+    texts.add(launcher.replace(program, 'PROGRAM'))
+  assert len(texts) == 1, texts
 
 
 def test_train_writes_everything(model_dir):
@@ -166,6 +180,9 @@ def test_train_writes_everything(model_dir):
   assert results['weights'] == 'best' and results['split'] == 'test'
   assert math.isfinite(results['test_bpd']) and 1.0 < results['test_bpd'] < 6.0
   assert results['wall_time_s'] > 0
+  assert results['eval_seed'] == 0 and results['eval_draws'] == 1
+  assert results['test_bpd_se'] is None and results['test_bpd_draws'] == [
+      results['test_bpd']]
   assert 'Test bits/dim (test split, best weights' in out
   # --jit_compile=auto (the default) timed both modes, said so and recorded it.
   assert results['jit_compile']['how'] == 'measured'
@@ -174,33 +191,186 @@ def test_train_writes_everything(model_dir):
   assert config['training']['jit_compile'] == 'auto'
   with open(os.path.join(path, 'config.json')) as f:
     assert json.load(f)['training']['jit_choice'] == results['jit_compile']
+  # Grey levels of the data, not the flow's --levels (issue 15.7).
+  assert 'images [8, 8, 1], 17 grey levels,' in out, out
+  # --verbose=auto with stdout a pipe: one line per epoch, no progress bar.
+  assert len(re.findall(r'^21/21 - .*bpd: [0-9.]+ .*val_bpd', out, re.M)) == 2, out
+  assert '\r' not in out and '\x08' not in out and '━' not in out, out
   # A second run of the same command does not train again.
   rc, again = finish(start('train', '--epochs=2', *TINY, cwd=cwd))
   assert rc == 0 and 'finished run' in again, again
 
 
-def test_sample_evaluate_interpolate(model_dir, tmp_path):
+def test_sample_interpolate(model_dir, tmp_path):
   path, _ = model_dir
   samples, strip = str(tmp_path / 's.png'), str(tmp_path / 'i.png')
+  nan_out = tmp_path / 'nan' / 'never.png'
   procs = [
       start('sample', f'--model_dir={path}', '--temperatures=0,0.5,1', '--num=5',
             f'--out={samples}'),
-      start('evaluate', f'--model_dir={path}', '--split=test'),
       start('interpolate', f'--model_dir={path}', '--index_a=2', '--index_b=7',
             '--steps=6', f'--out={strip}'),
+      # The flow overflows at T = 1e30: the whole command fails, naming the
+      # temperature and the count, and writes nothing (issue 15.1).
+      start('sample', f'--model_dir={path}', '--temperatures=0.7,1e30', '--num=4',
+            f'--out={nan_out}'),
+  ]
+  (rc1, out1), (rc2, out2), (rc3, out3) = [finish(p) for p in procs]
+  assert rc1 == 0 and rc2 == 0, (out1, out2)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tfp_glow import images  # pylint: disable=g-import-not-at-top
+  # 8x8 tiles upscaled by the default factor (8: a 64-pixel tile), one pixel of
+  # padding, written with a new file's usual mode.
+  tile = 8 * images.default_scale(8, 8) + 1
+  assert tile == 65
+  mode = 0o666 & ~images._umask()  # pylint: disable=protected-access
+  with Image.open(samples) as img:
+    assert img.size == (5 * tile + 1, 3 * tile + 1)  # 3 rows x 5 images
+  with Image.open(strip) as img:
+    assert img.size == (6 * tile + 1, tile + 1)
+  for png in (samples, strip):
+    assert os.stat(png).st_mode & 0o777 == mode, oct(os.stat(png).st_mode)
+  assert rc3 == 1, out3
+  assert ('Error: temperature 1e+30: glow: 4 of 4 generated images are not finite '
+          'at temperature 1e+30') in out3, out3
+  assert f'Nothing was written to {nan_out}' in out3 and 'Traceback' not in out3
+  assert not nan_out.parent.exists()
+  # --max_count bounds --num times the number of temperatures; non-finite
+  # temperatures are refused before anything runs.
+  procs = [start('sample', f'--model_dir={path}', '--temperatures=0,1', '--num=513',
+                 f'--out={nan_out}'),
+           start('sample', f'--model_dir={path}', '--temperatures=0.5,inf',
+                 f'--out={nan_out}')]
+  (rc1, out1), (rc2, out2) = [finish(p) for p in procs]
+  assert rc1 != 0 and ('--num=513 times 2 temperature(s) is 1026 images, more than '
+                       '--max_count=1024') in out1, out1
+  assert rc2 != 0 and '--temperatures must be finite and >= 0, got inf' in out2, out2
+  assert not nan_out.parent.exists()
+
+
+def _bpd(out, split='test'):
+  return re.search(rf'^{split} bits/dim: ([0-9.]+)', out, re.M).group(1)
+
+
+def test_evaluation_is_a_function_of_weights_split_and_seed(model_dir):
+  """Issue 15.2: evaluate.py, train.py's results.json and GlowModel.evaluate give
+  the same number for the same weights, split and seed, at any batch size; and
+  --eval_draws=K reports the mean over K draws with its standard error."""
+  path, _ = model_dir
+  procs = [
+      # Also the one run with TensorFlow's C++ log at its default level: no
+      # "failed call to cuInit" on a machine without a GPU (issue 15.7).
+      start_command(command('evaluate', f'--model_dir={path}', '--batch_size=256'),
+                    environ=env(TF_CPP_MIN_LOG_LEVEL=None)),
+      start('evaluate', f'--model_dir={path}', '--batch_size=7'),
+      start('evaluate', f'--model_dir={path}', '--eval_draws=3', '--batch_size=100'),
   ]
   (rc1, out1), (rc2, out2), (rc3, out3) = [finish(p) for p in procs]
   assert rc1 == 0 and rc2 == 0 and rc3 == 0, (out1, out2, out3)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(samples) as img:
-    # 3 rows x 5 images of 8x8, one pixel of padding.
-    assert img.size == (5 * 9 + 1, 3 * 9 + 1)
-  with Image.open(strip) as img:
-    assert img.size == (6 * 9 + 1, 9 + 1)
-  bpd = float(re.search(r'test bits/dim: ([0-9.]+)', out2).group(1))
+  if not os.path.exists('/proc/driver/nvidia'):
+    assert 'cuInit' not in out1, out1
+  assert _bpd(out1) == _bpd(out2), (out1, out2)
   with open(os.path.join(path, 'results.json')) as f:
-    # The same weights, split and dequantisation seed as train.py's report.
-    assert abs(bpd - json.load(f)['test_bpd']) < 1e-3
+    results = json.load(f)
+  assert abs(float(_bpd(out1)) - results['test_bpd']) <= 5e-5 + 1e-6, (out1, results)
+  match = re.search(r'^test bits/dim: ([0-9.]+) \+/- ([0-9.]+) \(standard error over '
+                    r'3 dequantisation draws, seeds 0\.\.2\)', out3, re.M)
+  assert match, out3
+  # The same numbers in this process, through GlowModel.evaluate at yet another
+  # batch size: draw k is data.load(..., shuffle=False, seed=k).
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  model, _, _ = run_dir.load_trained(path)
+  model.compile()
+  draws = []
+  for seed in range(3):
+    ds, _ = data.load('digits', 'test', batch_size=50, shuffle=False, seed=seed)
+    draws.append(float(model.evaluate(ds, verbose=0, return_dict=True)['bpd']))
+  assert abs(draws[0] - results['test_bpd']) < 1e-5, (draws, results)
+  mean = sum(draws) / 3
+  se = math.sqrt(sum((d - mean)**2 for d in draws) / 2 / 3)
+  assert se > 0 and len(set(draws)) == 3, draws
+  assert abs(float(match.group(1)) - mean) <= 5e-5 + 1e-6, (match.group(0), mean)
+  assert abs(float(match.group(2)) - se) <= 5e-5 + 1e-6, (match.group(0), se)
+
+
+def _write_pngs(folder, n, shape, seed):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  folder.mkdir()
+  rng = np.random.default_rng(seed)
+  for i in range(n):
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if shape[-1] == 1 else pixels).save(
+        folder / f'{i:02d}.png')
+
+
+def test_evaluate_other_data(tmp_path):
+  """Issue 15.6: --dataset scores other data with the model, and refuses data
+  whose size, channels or bit depth differ from the model's, by name."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tfp_glow  # pylint: disable=g-import-not-at-top
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
+  _write_pngs(tmp_path / 'train', 12, (8, 8, 1), seed=0)
+  _write_pngs(tmp_path / 'right', 10, (8, 8, 1), seed=1)
+  _write_pngs(tmp_path / 'big', 4, (16, 16, 1), seed=2)
+  _write_pngs(tmp_path / 'rgb', 4, (8, 8, 3), seed=3)
+  # A model directory as train.py writes it, for a model of 8x8 grey 8-bit
+  # images (an initialised tiny Glow: no training needed to score data).
+  model_dir = str(tmp_path / 'model')
+  ds, info = data.load(f'folder:{tmp_path / "train"}', 'all', batch_size=12,
+                       shuffle=False)
+  config = {'model': run_dir.model_config(
+      info, dataset=info.name, image_size=None, n_bits=None, levels=2,
+      steps_per_level=1, hidden_width=8, coupling='affine', permutation='conv',
+      learn_top=True, conditional=False), 'training': {}}
+  assert config['model']['n_bins'] == 256
+  model = run_dir.build_model(config['model'], seed=1)
+  model.initialize_from(ds)
+  run_dir.write_config(model_dir, config)
+  callbacks.save_weights(model, run_dir.checkpoint_path(model_dir, 'latest'))
+  procs = [start('evaluate', f'--model_dir={model_dir}',
+                 f'--dataset=folder:{tmp_path / name}', '--batch_size=3')
+           for name in ('right', 'big', 'rgb')]
+  procs.append(start('evaluate', f'--model_dir={model_dir}', '--dataset=digits'))
+  (rc1, out1), (rc2, out2), (rc3, out3), (rc4, out4) = [finish(p) for p in procs]
+  assert rc1 == 0, out1
+  assert f'(10 images of folder:{tmp_path / "right"},' in out1, out1
+  model.compile()
+  right, _ = data.load(f'folder:{tmp_path / "right"}', 'all', batch_size=4,
+                       shuffle=False, seed=0)
+  want = float(model.evaluate(right, verbose=0, return_dict=True)['bpd'])
+  assert np.isfinite(want)
+  assert abs(float(_bpd(out1, 'all')) - want) <= 5e-5 + 1e-6, (out1, want)
+  for rc, out in ((rc2, out2), (rc3, out3), (rc4, out4)):
+    assert rc == 2 and 'Traceback' not in out, out
+    assert 'does not match the model' in out, out
+  assert 'images are 16x16, the model takes 8x8' in out2, out2
+  assert 'images have 3 channel(s), the model takes 1' in out3, out3
+  assert 'the data has 17 levels per pixel (n_bins), the model was trained on ' \
+      '256' in out4, out4
+  assert 'images are' not in out3 and 'channel' not in out2
+
+
+def test_verbose_auto_follows_the_terminal():
+  """train.py's --verbose=auto: the progress bar on a terminal, one line per epoch
+  in a log file (issue 15.7; the pipe case runs for real in the model_dir fixture)."""
+  from tfp_glow.programs import launch  # pylint: disable=g-import-not-at-top
+
+  class Stream:
+
+    def __init__(self, tty):
+      self.tty = tty
+
+    def isatty(self):
+      return self.tty
+
+  assert launch.keras_verbosity('auto', Stream(True)) == 1
+  assert launch.keras_verbosity('auto', Stream(False)) == 2
+  assert launch.keras_verbosity('auto', object()) == 2
+  assert [launch.keras_verbosity(v, Stream(True)) for v in '012'] == [0, 1, 2]
 
 
 def test_different_architecture_is_refused(model_dir):

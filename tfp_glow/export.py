@@ -71,6 +71,10 @@ one request must not be able to exhaust the server's memory. Samples that are no
 finite (the flow overflows at high temperatures) fail the request with an
 `InvalidArgumentError` giving their count and the temperature, never a black image.
 
+**Trust**: a SavedModel is a program (TensorFlow's security guidance): loading
+or serving one runs its graph with the rights of the process, so load only
+exports you trust.
+
 **Bad input** (wrong rank, height/width, channel count or latent size, NaN or
 Inf, float pixels outside [-0.5, 0.5], uint8 values `>= n_bins`, labels out of
 range or of the wrong length, `count < 0`, `temperature < 0` or NaN) fails
@@ -86,12 +90,13 @@ python -c "import numpy as np; np.save('/tmp/x.npy', np.zeros([2, 8, 8, 1], np.f
 saved_model_cli run --dir /tmp/export/1 --tag_set serve \
     --signature_def serving_default --inputs images=/tmp/x.npy
 saved_model_cli run --dir /tmp/export/1 --tag_set serve --signature_def sample \
-    --input_exprs 'count=np.int32(4);temperature=np.float32(0.7);seed=np.int64(1)'
+    --input_exprs 'count=4;temperature=0.7;seed=1'
 ```
 
 #### From Python, with TensorFlow only
 
 ```python
+import tensorflow as tf
 m = tf.saved_model.load('/tmp/export/1')
 out = m.signatures['log_prob'](images=tf.zeros([2, 8, 8, 1]))
 out['log_prob'], out['bits_per_dim']
@@ -224,31 +229,41 @@ class _GlowExporter(tf.Module):
       images = tf.identity(images)
     return tf.ensure_shape(images, [None, h, w, c])
 
+  @staticmethod
+  def _assert_pixels(images, ok, message):
+    """Fails unless `ok` (a bool mask shaped like `images`) holds everywhere,
+    naming the first offending pixel (row-major order), its value and how many
+    pixels offend. (`tf.debugging.assert_less` and friends print the tensor's
+    first three values, which need not be the offending ones.)"""
+    bad = tf.where(tf.logical_not(ok))
+    first = bad[:1]
+    return tf.debugging.Assert(
+        tf.equal(tf.shape(bad)[0], 0),
+        [f'{message}; first offending pixel at [n, h, w, c] =', first,
+         'value', tf.gather_nd(images, first), 'offending pixels:',
+         tf.shape(bad)[0]], summarize=4)
+
   def _check_float_images(self, images, what):
     images = self._check_images(images, what)
-    with tf.control_dependencies([
-        tf.debugging.assert_all_finite(
-            images, f'{what}: images contain NaN or Inf pixels')]):
-      checks = [
-          tf.debugging.assert_greater_equal(
-              images, tf.constant(-0.5, tf.float32),
-              message=f'{what}: pixel values out of range: float images must '
-              'be in [-0.5, 0.5] (send uint8 bin indices to log_prob_uint8)'),
-          tf.debugging.assert_less_equal(
-              images, tf.constant(0.5, tf.float32),
-              message=f'{what}: pixel values out of range: float images must '
-              'be in [-0.5, 0.5] (send uint8 bin indices to log_prob_uint8)'),
-      ]
-    with tf.control_dependencies(checks):
+    with tf.control_dependencies([self._assert_pixels(
+        images, tf.math.is_finite(images),
+        f'{what}: images contain NaN or Inf pixels')]):
+      # After the finiteness check: NaN fails every comparison.
+      in_range = tf.logical_and(images >= -0.5, images <= 0.5)
+      check = self._assert_pixels(
+          images, in_range, f'{what}: pixel values out of range: float '
+          'images must be in [-0.5, 0.5] (send uint8 bin indices to '
+          'log_prob_uint8)')
+    with tf.control_dependencies([check]):
       return tf.cast(tf.identity(images), self._dtype)
 
   def _check_uint8_images(self, images, what):
     images = self._check_images(images, what)
     k = tf.cast(images, tf.int32)
-    with tf.control_dependencies([tf.debugging.assert_less(
-        k, tf.constant(self._n_bins, tf.int32),
-        message=f'{what}: pixel values out of range: uint8 images hold bin '
-        f'indices 0..{self._n_bins - 1} (n_bins={self._n_bins})')]):
+    with tf.control_dependencies([self._assert_pixels(
+        images, k < self._n_bins,
+        f'{what}: pixel values out of range: uint8 images hold bin indices '
+        f'0..{self._n_bins - 1} (n_bins={self._n_bins})')]):
       k = tf.cast(tf.identity(k), self._dtype)
     return (k + 0.5) / self._n_bins - 0.5
 

@@ -31,6 +31,7 @@ defines no flag, so library code (e.g. `tfp_glow.export`) may import it.
 """
 
 import json
+import math
 import os
 
 from tfp_glow import data as data_lib
@@ -43,6 +44,7 @@ __all__ = [
     'default_model_dir', 'build_model', 'model_config', 'read_config',
     'write_config', 'check_config', 'load_trained', 'load_split',
     'resolve_translate', 'write_json', 'define_model_dir_flags',
+    'define_eval_flags', 'check_data_matches', 'evaluate_bpd', 'format_bpd',
 ]
 
 # The architecture and the training recipe, in ONE place: the training program
@@ -191,14 +193,97 @@ def load_trained(model_dir, which='best'):
 
 
 def load_split(config, split, *, batch_size, data_dir=None, download=False, shuffle,
-               dequantize=True, seed=None, translate=0, translate_prob=0.5):
-  """`data.load` for the dataset of a config.json (labels when conditional)."""
+               dequantize=True, seed=None, translate=0, translate_prob=0.5,
+               dataset=None):
+  """`data.load` for the dataset of a config.json (labels when conditional).
+
+  `dataset` (any spec `data.load` takes) reads other data through the model's
+  preprocessing (its `image_size` and `n_bits`) instead; `check_data_matches`
+  then says whether the model can score it.
+  """
   m = config['model']
-  return data_lib.load(m['dataset'], split, data_dir=data_dir, download=download,
-                       n_bits=m['n_bits'], image_size=m['image_size'],
-                       batch_size=batch_size, shuffle=shuffle, dequantize=dequantize,
-                       seed=seed, with_labels=m['num_classes'] is not None,
+  return data_lib.load(dataset or m['dataset'], split, data_dir=data_dir,
+                       download=download, n_bits=m['n_bits'],
+                       image_size=m['image_size'], batch_size=batch_size,
+                       shuffle=shuffle, dequantize=dequantize, seed=seed,
+                       with_labels=m['num_classes'] is not None,
                        translate=translate, translate_prob=translate_prob)
+
+
+def check_data_matches(model, info):
+  """Raises ValueError naming each way the data of `info` (a `DatasetInfo`) does not
+  fit the `model` section of a config.json: height and width, channels, bit depth
+  (`n_bins`), labels. A model scores only images of the shape and the levels it was
+  trained on; anything else would give a number that means nothing."""
+  want_h, want_w, want_c = model['image_shape']
+  h, w, c = info.image_shape
+  problems = []
+  if (h, w) != (want_h, want_w):
+    problems.append(f'images are {h}x{w}, the model takes {want_h}x{want_w}')
+  if c != want_c:
+    problems.append(f'images have {c} channel(s), the model takes {want_c}')
+  if info.n_bins != model['n_bins']:
+    problems.append(f'the data has {info.n_bins} levels per pixel (n_bins), the model '
+                    f'was trained on {model["n_bins"]}')
+  if model['num_classes'] is not None:
+    if info.num_classes is None:
+      problems.append('the model is class-conditional, the data has no labels')
+    elif info.num_classes > model['num_classes']:
+      problems.append(f'the data has {info.num_classes} classes, the model '
+                      f'{model["num_classes"]}')
+  if problems:
+    raise ValueError(f'{info.name!r} ({info.split}) does not match the model of '
+                     f'dataset {model["dataset"]!r}: ' + '; '.join(problems) + '.')
+
+
+def evaluate_bpd(model, config, split, *, batch_size=256, seed=0, draws=1,
+                 dataset=None, data_dir=None, download=False, dequantize=True):
+  """Mean test bits/dim of a `GlowModel` over `draws` dequantisation draws.
+
+  Draw k uses the unshuffled pipeline with seed `seed + k`: example i's noise
+  comes from the stateless seed `[seed + k, i]` (see `tfp_glow.data`), so each
+  draw's number is a function of (weights, split, seed) alone, whatever the
+  batch size or the process, and equals `model.evaluate` on
+  `data.load(..., shuffle=False, seed=seed + k)`. Every program that reports a
+  held-out bits/dim (train.py's results, evaluate.py) calls this.
+
+  Returns:
+    A dict: `bpd` (the mean over draws), `se` (its standard error, the sample
+    standard deviation over draws / sqrt(draws); None for one draw), `draws` (each
+    draw's bits/dim), `seeds`, `num_examples`, `dataset`, `split`.
+
+  Raises:
+    ValueError: bad `draws` / `seed`, data the model does not fit
+      (`check_data_matches`), or a load error.
+  """
+  if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+    raise ValueError(f'draws must be an int >= 1, got {draws!r}.')
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f'seed must be an int >= 0, got {seed!r}.')
+  values, info = [], None
+  for k in range(draws):
+    ds, info = load_split(config, split, batch_size=batch_size, data_dir=data_dir,
+                          download=download, shuffle=False, dequantize=dequantize,
+                          seed=seed + k, dataset=dataset)
+    if k == 0:
+      check_data_matches(config['model'], info)
+    values.append(float(model.evaluate(ds, verbose=0, return_dict=True)['bpd']))
+  mean = math.fsum(values) / draws
+  se = None
+  if draws > 1:
+    var = math.fsum((v - mean)**2 for v in values) / (draws - 1)
+    se = math.sqrt(var / draws)
+  return dict(bpd=mean, se=se, draws=values, seeds=list(range(seed, seed + draws)),
+              num_examples=info.num_examples, dataset=info.name, split=split)
+
+
+def format_bpd(result):
+  """`2.0752` for one draw, `2.0752 +/- 0.0004 (standard error over 3 ...)` for several."""
+  if result['se'] is None:
+    return f'{result["bpd"]:.4f}'
+  return (f'{result["bpd"]:.4f} +/- {result["se"]:.4f} (standard error over '
+          f'{len(result["draws"])} dequantisation draws, seeds '
+          f'{result["seeds"][0]}..{result["seeds"][-1]})')
 
 
 def resolve_translate(dataset, translate):
@@ -233,3 +318,20 @@ def define_model_dir_flags(flag_values=None):
                     'latest when the run had no validation) or the last epoch.',
                     flag_values=flag_values)
   flags.mark_flag_as_required('model_dir', flag_values=flag_values)
+
+
+def define_eval_flags(flag_values=None):
+  """Defines --eval_seed and --eval_draws, for the programs that report a held-out
+  bits/dim (train, evaluate): the same seed gives the same number in both."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if flag_values is None:
+    flag_values = flags.FLAGS
+  flags.DEFINE_integer(
+      'eval_seed', 0, 'Seed of the held-out bits/dim\'s dequantisation noise: example '
+      'i of draw k gets the noise of the stateless seed [eval_seed + k, i], so the '
+      'same weights, split and seed give the same number in train.py and '
+      'evaluate.py, at any batch size.', lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_integer(
+      'eval_draws', 1, 'Dequantisation draws (seeds eval_seed .. eval_seed + K - 1) '
+      'the held-out bits/dim is averaged over; with K >= 2 the standard error of the '
+      'mean is reported too.', lower_bound=1, flag_values=flag_values)

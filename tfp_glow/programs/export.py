@@ -7,18 +7,23 @@ writes `--export_dir/<version>/` (the next version after the largest present, or
 `tfp_glow/export.py`): `serving_default` / `log_prob` (float images in [-0.5, 0.5]
 -> log-likelihood in nats and bits/dim), `log_prob_uint8` (uint8 bin indices),
 `sample` (count, temperature, seed -> uint8 images), `encode`, `decode`,
-`metadata`. Loading needs TensorFlow only:
+`metadata`. `sample` refuses a `count` above --max_count (recorded in `metadata`).
+A SavedModel is a program: serve only exports you trust. Loading needs TensorFlow
+only:
 
   saved_model_cli show --dir /tmp/export/1 --all
   saved_model_cli run --dir /tmp/export/1 --tag_set serve \
       --signature_def serving_default --inputs images=/tmp/x.npy
 """
 
+import contextlib
+import logging
 import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 from tfp_glow import run_dir
 from tfp_glow.programs import launch
@@ -31,7 +36,32 @@ flags.DEFINE_string('export_dir', None,
 flags.DEFINE_integer('version', None,
                      'Version number (default: one more than the largest present). '
                      'An existing version is never overwritten.')
+flags.DEFINE_integer('max_count', 1024,
+                     'The most images one request to the `sample` signature may ask '
+                     'for; larger counts are refused (one request must not exhaust '
+                     'the server\'s memory). Recorded in `metadata`.', lower_bound=1)
 flags.mark_flag_as_required('export_dir')
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_logger():
+  """TensorFlow's Python loggers at WARNING for the duration.
+
+  `tf.saved_model.save` logs about nine INFO lines per export (inputs renamed to
+  `..._resource`, sharding callback durations, assets and fingerprint written),
+  through `tf.get_logger()` and through absl's logger (which `absl.app` shows at
+  INFO), that say nothing to someone exporting a model. Warnings and errors
+  still show; the levels are restored afterwards.
+  """
+  tf_logger = logging.getLogger('tensorflow')
+  tf_level, absl_verbosity = tf_logger.level, absl_logging.get_verbosity()
+  tf_logger.setLevel(max(logging.WARNING, tf_logger.getEffectiveLevel()))
+  absl_logging.set_verbosity(min(absl_logging.WARNING, absl_verbosity))
+  try:
+    yield
+  finally:
+    tf_logger.setLevel(tf_level)
+    absl_logging.set_verbosity(absl_verbosity)
 
 
 def main(argv):
@@ -49,14 +79,16 @@ def main(argv):
     reference = os.path.join(FLAGS.model_dir, scoring.REFERENCE_NAME)
     reference = scoring.load_reference(reference) if os.path.exists(
         reference) else None
-    path = export.save(model, FLAGS.export_dir, version=FLAGS.version,
-                       reference=reference)
+    with quiet_tensorflow_logger():
+      path = export.save(model, FLAGS.export_dir, version=FLAGS.version,
+                         max_count=FLAGS.max_count, reference=reference)
   except (FileNotFoundError, FileExistsError, ValueError,
           NotADirectoryError) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
   print(f'Exported {FLAGS.model_dir} ({FLAGS.checkpoint} weights) to {path}')
-  print(f'Signatures: {", ".join(export.SIGNATURES)}')
+  print(f'Signatures: {", ".join(export.SIGNATURES)}; sample takes up to '
+        f'{FLAGS.max_count} images per request')
   return 0
 
 

@@ -17,8 +17,10 @@ Writes into --model_dir:
                                  from the last finished epoch
   logs/                          TensorBoard (losses, learning rate, sample grids)
   samples/epoch_XXXX.png         sample grids, one row per --temperatures entry
-  results.json                   test bits/dim, which weights it used, wall time,
-                                 the compile modes chosen, whether --time_limit stopped it
+  results.json                   test bits/dim (the mean over --eval_draws noise
+                                 draws from --eval_seed, and its standard error),
+                                 which weights it used, wall time, the compile modes
+                                 chosen, whether --time_limit stopped it
 
 --model_dir defaults to runs/<dataset> under the current directory (also
 `tfp-glow-train`, `python -m tfp_glow.programs.train`). Rerunning with the same
@@ -168,8 +170,11 @@ flags.DEFINE_list('temperatures', ['0.0', '0.5', '0.7', '1.0'],
                   'Temperatures of the sample grid rows.')
 flags.DEFINE_integer('sample_every', 10,
                      'Write a sample grid every this many epochs (and at the end).')
-flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one '
-                     'line per epoch.')
+flags.DEFINE_enum('verbose', 'auto', ['auto', '0', '1', '2'],
+                  'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch; '
+                  'auto: 1 when stdout is a terminal, else 2 (a progress bar '
+                  'redrawn in a log file floods it).')
+run_dir.define_eval_flags()
 
 
 class UsageError(Exception):
@@ -364,11 +369,11 @@ def train(model_dir, temperatures):
     callbacks.append(keras.callbacks.TensorBoard(log_dir))
 
   print(f'Training {model.glow.name}: {info.source}, images {list(info.image_shape)}, '
-        f'{info.n_bins} levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
+        f'{info.n_bins} grey levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
         f'parameters, model_dir {model_dir}', flush=True)
   history = model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
                       validation_data=validation_ds, callbacks=callbacks,
-                      verbose=FLAGS.verbose, shuffle=False)
+                      verbose=launch.keras_verbosity(FLAGS.verbose), shuffle=False)
   nan_stop = latest.skipped_non_finite or callbacks[1].non_finite
   jit_choice = model.jit_choice.as_dict() if model.jit_choice else None
   if chief and jit_choice:
@@ -416,13 +421,20 @@ def train(model_dir, temperatures):
     print('A folder has no test split and --novalidation holds out nothing: no held-'
           'out bits/dim to report.')
   else:
-    test_ds, _ = load_data(config, test_split, batch_size=256, shuffle=False,
-                           seed=0)  # as bin/evaluate.py
-    test_bpd = float(eval_model.evaluate(test_ds, verbose=0, return_dict=True)['bpd'])
-    results.update(split=test_split, test_bpd=test_bpd)
+    # The same function, seeds and noise as bin/evaluate.py: its number for these
+    # weights, split and --eval_seed is this one, at any batch size.
+    try:
+      test = run_dir.evaluate_bpd(eval_model, config, test_split, batch_size=256,
+                                  seed=FLAGS.eval_seed, draws=FLAGS.eval_draws,
+                                  data_dir=FLAGS.data_dir, download=FLAGS.download)
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
+      raise UsageError(f'Cannot evaluate the {test_split!r} split: {e}') from e
+    results.update(split=test_split, test_bpd=test['bpd'], test_bpd_se=test['se'],
+                   test_bpd_draws=test['draws'], eval_seed=FLAGS.eval_seed,
+                   eval_draws=FLAGS.eval_draws)
     epoch = results.get('checkpoint_info', {}).get('epoch', '?')
     print(f'Test bits/dim ({test_split} split, {which} weights, from epoch {epoch}): '
-          f'{test_bpd:.4f}')
+          f'{run_dir.format_bpd(test)}')
   results['wall_time_s'] = time.time() - start
   if chief:
     run_dir.write_json(results_path, results)
