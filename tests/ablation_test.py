@@ -65,6 +65,7 @@ def _png(path):
     assert f.read(8) == b'\x89PNG\r\n\x1a\n', path
 
 
+@pytest.mark.slow
 def test_every_output_exists_and_parses(tiny_grid):
   out_dir, stdout = tiny_grid
   assert '2 run(s) to do' in stdout
@@ -108,6 +109,7 @@ def test_every_output_exists_and_parses(tiny_grid):
   assert 'Ranking by final test bits/dim' in summary
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(tiny_grid):
   out_dir, _ = tiny_grid
   before = {p: p.read_bytes() for p in (out_dir / 'runs').rglob('*.json')}
@@ -125,6 +127,7 @@ def test_rerun_skips_finished_runs(tiny_grid):
   assert json.loads((out_dir / 'results.json').read_text()) == results_before
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_out_dir_are_refused(tiny_grid):
   out_dir, _ = tiny_grid
   with pytest.raises(ValueError, match=r'steps: 4 there, 6 now'):
@@ -133,6 +136,7 @@ def test_other_settings_in_the_same_out_dir_are_refused(tiny_grid):
                       log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_help_documents_every_flag():
   proc = subprocess.run([sys.executable, str(SCRIPT), '--help'],
                         capture_output=True, text=True, env=_env(),

@@ -101,6 +101,7 @@ def quick_run(tmp_path_factory):
   return proc.stdout, json.loads(json_path.read_text()), md_path.read_text()
 
 
+@pytest.mark.slow
 def test_prints_table_with_finite_times(quick_run):
   stdout, results, markdown = quick_run
   rows = [line for line in stdout.splitlines()
@@ -120,6 +121,7 @@ def test_prints_table_with_finite_times(quick_run):
   assert report.render(results) + '\n' == markdown
 
 
+@pytest.mark.slow
 def test_json_has_every_measurement(quick_run):
   _, results, _ = quick_run
   assert results['forward_gflop_per_image'] > 0
@@ -135,6 +137,7 @@ def test_json_has_every_measurement(quick_run):
   assert results['command'].startswith(os.path.join('bin', 'benchmark.py'))
 
 
+@pytest.mark.slow
 def test_roofline_times_the_plans_convolutions(quick_run):
   _, results, _ = quick_run
   cfg = results['config']
@@ -150,6 +153,7 @@ def test_roofline_times_the_plans_convolutions(quick_run):
       plan.forward_flops_per_image() / 1e9)
 
 
+@pytest.mark.slow
 def test_conv2d_counts(quick_run):
   """tfp_glow runs each coupling network once per log_prob; tfb.Glow twice."""
   _, results, _ = quick_run
@@ -183,6 +187,7 @@ def test_memory_table_section_ratios():
   assert '| 32 | invert | failed: exit 1 |' in table
 
 
+@pytest.mark.slow
 def test_train_program_row(quick_run):
   """fit with the program's callbacks, EMA and pipeline against the bare step."""
   _, results, markdown = quick_run

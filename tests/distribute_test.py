@@ -173,6 +173,7 @@ def test_mirrored_two_logical_cpus_equals_one_device(reference, tmp_path):
 
 
 @skip_multi_worker
+@pytest.mark.slow
 def test_multi_worker_two_processes(reference, tmp_path):
   out = str(tmp_path)
   # Worker 1 initialises from a smaller batch: the chief's ActNorm values
@@ -220,6 +221,7 @@ def test_mirrored_with_invert_backprop_equals_store(reference, tmp_path):
 
 
 @skip_multi_worker
+@pytest.mark.slow
 def test_multi_worker_with_invert_backprop_equals_store(reference, tmp_path):
   out = str(tmp_path)
   args = ['--mode=multi_worker', '--validate', '--backprop=invert',
@@ -240,6 +242,7 @@ def test_multi_worker_with_invert_backprop_equals_store(reference, tmp_path):
 
 @skip_multi_worker
 @pytest.mark.parametrize('die_task', [1, 0], ids=['worker', 'chief'])
+@pytest.mark.slow
 def test_killed_task_survivor_exits_and_restart_resumes(reference, tmp_path,
                                                         die_task):
   out = str(tmp_path)

@@ -243,6 +243,7 @@ def test_loads_and_matches_in_a_process_without_tfp(exported, tmp_path):
 # ----------------------------------------------------------------------------------
 # saved_model_cli
 
+@pytest.mark.slow
 def test_saved_model_cli_show_lists_every_signature_with_dynamic_batch(exported):
   proc = _run(_saved_model_cli() + ['show', '--dir', exported['cond_path'], '--all'])
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -263,6 +264,7 @@ def test_saved_model_cli_show_lists_every_signature_with_dynamic_batch(exported)
     assert batch_dynamic, (name, shapes)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_run_prints_the_log_likelihoods(exported, tmp_path):
   x, _ = _images(3, seed=5)
   np.save(tmp_path / 'x.npy', x)
@@ -414,6 +416,7 @@ def test_bare_distribution_needs_n_bins(exported, tmp_path):
     export.save(exported['cond'], str(tmp_path / 'e'), n_bins=1000)
 
 
+@pytest.mark.slow
 def test_versions_and_atomic_writes(exported, tmp_path, monkeypatch):
   base = tmp_path / 'e'
   model = exported['model']
@@ -442,6 +445,7 @@ def test_versions_and_atomic_writes(exported, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------
 # bin/export.py
 
+@pytest.mark.slow
 def test_bin_export_from_a_model_dir(exported, tmp_path):
   model = exported['model']
   model_dir = tmp_path / 'model'

@@ -117,7 +117,15 @@ HEAVY_CHECKS = [(check, case) for case in HEAVY
                     'shuffle_learn_top_classes_f32')]
 
 
-@pytest.mark.parametrize('check, case', HEAVY_CHECKS)
+# XLA compiles of whole Glows take tens of seconds each: one in the default
+# run, the others with the slow tests.
+HEAVY_SLOW = (('compiled', 'additive_conv_lu_f64'),
+              ('compiled', 'shuffle_learn_top_classes_f32'))
+
+
+@pytest.mark.parametrize('check, case', [
+    pytest.param(*c, marks=pytest.mark.slow) if c in HEAVY_SLOW else c
+    for c in HEAVY_CHECKS])
 def test_harness_heavy(check, case, tmp_path):
   dtype, kw = HEAVY[case]
   _run(check, dtype, tmp_path, **kw)

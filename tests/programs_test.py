@@ -90,6 +90,7 @@ def defined_flags(program):
   return names
 
 
+@pytest.mark.slow
 def test_help_lists_every_flag():
   procs = {p: start(p, '--help') for p in PROGRAMS}
   # The same program through `python -m` (what a console script runs).
@@ -142,6 +143,7 @@ def test_console_scripts_and_launchers():
   assert len(texts) == 1, texts
 
 
+@pytest.mark.slow
 def test_train_writes_everything(model_dir):
   path, out = model_dir
   # The default model directory is runs/<dataset> under the working directory,
@@ -201,6 +203,7 @@ def test_train_writes_everything(model_dir):
   assert rc == 0 and 'finished run' in again, again
 
 
+@pytest.mark.slow
 def test_sample_interpolate(model_dir, tmp_path):
   path, _ = model_dir
   samples, strip = str(tmp_path / 's.png'), str(tmp_path / 'i.png')
@@ -252,6 +255,7 @@ def _bpd(out, split='test'):
   return re.search(rf'^{split} bits/dim: ([0-9.]+)', out, re.M).group(1)
 
 
+@pytest.mark.slow
 def test_evaluation_is_a_function_of_weights_split_and_seed(model_dir):
   """Issue 15.2: evaluate.py, train.py's results.json and GlowModel.evaluate give
   the same number for the same weights, split and seed, at any batch size; and
@@ -305,6 +309,7 @@ def _write_pngs(folder, n, shape, seed):
         folder / f'{i:02d}.png')
 
 
+@pytest.mark.slow
 def test_evaluate_other_data(tmp_path):
   """Issue 15.6: --dataset scores other data with the model, and refuses data
   whose size, channels or bit depth differ from the model's, by name."""
@@ -354,6 +359,7 @@ def test_evaluate_other_data(tmp_path):
   assert 'images are' not in out3 and 'channel' not in out2
 
 
+@pytest.mark.slow
 def test_verbose_auto_follows_the_terminal():
   """train.py's --verbose=auto: the progress bar on a terminal, one line per epoch
   in a log file (issue 15.7; the pipe case runs for real in the model_dir fixture)."""
@@ -373,6 +379,7 @@ def test_verbose_auto_follows_the_terminal():
   assert [launch.keras_verbosity(v, Stream(True)) for v in '012'] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_different_architecture_is_refused(model_dir):
   path, _ = model_dir
   tiny = [a for a in TINY if not a.startswith('--hidden_width')]
@@ -399,6 +406,7 @@ def _optimizer_steps(model_dir, path):
   return int(model.optimizer.iterations.numpy())
 
 
+@pytest.mark.slow
 def test_sigkill_resumes_from_backup(tmp_path):
   """Killed mid-training, the same command resumes after the last backed-up
   epoch, with the optimizer's state: deterministic checks only (epoch numbers,
@@ -463,6 +471,7 @@ def test_sigkill_resumes_from_backup(tmp_path):
   assert rc == 0 and 'test bits/dim' in out, out
 
 
+@pytest.mark.slow
 def test_bad_input_clear_errors(tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
@@ -482,6 +491,7 @@ def test_bad_input_clear_errors(tmp_path):
     assert 'Traceback' not in out, out
 
 
+@pytest.mark.slow
 def test_time_limit_stops_after_the_crossing_step(tmp_path):
   """--time_limit: the step that crosses the limit is the last; that cut-short
   epoch is still validated and checkpointed, and the test bits/dim comes from

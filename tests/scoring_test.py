@@ -277,6 +277,7 @@ def _score_program(*args):
                         timeout=240, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_score_program_end_to_end(models, tmp_path):
   model_dir, config, model = _model_dir(tmp_path / 'model', models[0].distribution)
   bg_dir, _, background = _model_dir(tmp_path / 'bg', models[1])

@@ -38,7 +38,11 @@ def main(argv):
     test_filter = os.environ.get("TESTBRIDGE_TEST_ONLY")
     if test_filter:
         args += ["-k", test_filter]
-    return pytest.main(args)
+    code = pytest.main(args)
+    # pyproject's addopts deselect the slow tests (`-m 'not slow'`); a target
+    # whose tests are all slow then selects none (pytest's exit 5). Those run
+    # in .ci/run's `pytest -m slow` step, so that is not a failure here.
+    return 0 if code == pytest.ExitCode.NO_TESTS_COLLECTED else code
 
 
 if __name__ == "__main__":
