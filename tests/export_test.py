@@ -484,3 +484,34 @@ def test_bin_export_from_a_model_dir(exported, tmp_path):
   assert proc.returncode == 2
   assert 'config.json' in proc.stderr
 
+
+
+def test_distribution_model_and_export_agree(exported, loaded):
+  """dist.log_prob, GlowModel (predict, evaluate's bpd) and the export's
+  signatures compute the same numbers on the same weights, conditional and
+  not: all of them go through Glow.log_prob_parts."""
+  uncond, cond = loaded
+  x, _ = _images(10, seed=31)
+  labels = np.arange(10, dtype=np.int32) % NUM_CLASSES
+  for model, signatures, kw in [
+      (exported['model'], uncond, {}),
+      (tfp_glow.GlowModel(exported['cond'], n_bins=N_BINS), cond,
+       {'labels': labels})]:
+    dist = model.distribution
+    expected = dist.log_prob(
+        x, bijector_kwargs=kw or None).numpy() if kw else dist.log_prob(x).numpy()
+    data = (x, labels) if kw else x
+    # predict() for the unconditional model; Keras's predict drops the second
+    # element of a tuple, so the conditional one is called directly.
+    predicted = (model(data).numpy() if kw else
+                 model.predict(data, batch_size=4, verbose=0))
+    served = signatures.signatures['log_prob'](
+        images=tf.constant(x), **{k: tf.constant(v) for k, v in kw.items()})
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(served['log_prob'].numpy(), expected, rtol=1e-5,
+                               atol=1e-5)
+    model.compile(jit_compile=False)
+    bpd = model.evaluate(tf.data.Dataset.from_tensor_slices(data).batch(4),
+                         verbose=0, return_dict=True)['bpd']
+    np.testing.assert_allclose(bpd, served['bits_per_dim'].numpy().mean(),
+                               rtol=1e-5)
