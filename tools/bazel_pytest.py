@@ -20,8 +20,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def main(argv):
     """Runs pytest with argv plus Bazel's settings; returns its exit code."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
+    # tests/ too: the test files `import harness`. Outside Bazel pytest's own
+    # rootdir insertion finds it; from a runfiles tree of symlinks it does not.
+    for path in (os.path.join(ROOT, "tests"), ROOT):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if ROOT not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + paths)
