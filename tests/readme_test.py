@@ -141,9 +141,10 @@ def test_every_command_runs_as_written(tmp_path):
   # What the commands claim happened, happened.
   results = json.loads((tmp_path / 'runs/digits/results.json').read_text())
   claimed = float(re.search(r'reaches \*\*test ([0-9.]+) bits/dim\*\*', _readme()).group(1))
-  # Training on another CPU may round differently; the README's figure must
-  # still describe what its command gives.
-  assert abs(results['test_bpd'] - claimed) < 0.02, (results, claimed)
+  # The evaluation is deterministic and so, on this machine, is training (it
+  # gave 2.0686 twice); another CPU may round differently, but the README's
+  # figure must still describe what its command gives.
+  assert abs(results['test_bpd'] - claimed) < 0.01, (results, claimed)
   assert re.search(r'^test bits/dim: [0-9.]+ \+/- [0-9.]+ \(standard error over 3 '
                    r'dequantisation draws', text, re.M), text[-5000:]
   for png in ('runs/digits/grid.png', 'runs/digits/ab.png'):
