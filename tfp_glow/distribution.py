@@ -15,6 +15,7 @@ tfd = tfp.distributions
 __all__ = [
     'glow_distribution', 'get_glow', 'initialize', 'sample', 'encode',
     'decode', 'bits_per_dim', 'parameter_count', 'latent_noise',
+    'resolve_model',
 ]
 
 
@@ -75,6 +76,31 @@ def get_glow(dist_or_bijector):
     return bij
   raise TypeError('Expected a tfp_glow Glow bijector or a distribution made by '
                   f'glow_distribution, got {type(dist_or_bijector).__name__}.')
+
+
+def resolve_model(model_or_distribution, n_bins=None, what='Using'):
+  """`(glow, n_bins, initialised)` of a GlowModel (its own n_bins) or of a
+  distribution / `Glow` (then `n_bins` is required): what the export and the
+  scores both need. `what` starts the error for a missing n_bins."""
+  model_n_bins = getattr(model_or_distribution, 'n_bins', None)
+  glow = getattr(model_or_distribution, 'glow', None)
+  if glow is not None and model_n_bins is not None:  # a GlowModel
+    if n_bins is not None and int(n_bins) != int(model_n_bins):
+      raise ValueError(f'n_bins={n_bins} contradicts the model\'s n_bins='
+                       f'{model_n_bins}; leave it out for a GlowModel.')
+    n_bins = model_n_bins
+  else:
+    glow = get_glow(model_or_distribution)
+    if n_bins is None:
+      raise ValueError(f'{what} a bare distribution needs n_bins (levels per '
+                       'dimension of the data: 256 for 8-bit, 17 for the '
+                       'digits).')
+  if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) \
+      or not 2 <= n_bins <= 256:
+    raise ValueError(f'n_bins must be an int in 2..256 (uint8 bin indices), '
+                     f'got {n_bins!r}.')
+  initialized = all(bool(a.is_initialized) for a in glow.actnorms())
+  return glow, int(n_bins), initialized
 
 
 def initialize(dist_or_bijector, x, labels=None):

@@ -388,29 +388,6 @@ def _unique(variables):
       yield v
 
 
-def _resolve(model_or_distribution, n_bins):
-  """(glow, n_bins, initialised) from a GlowModel or a distribution."""
-  model_n_bins = getattr(model_or_distribution, 'n_bins', None)
-  glow = getattr(model_or_distribution, 'glow', None)
-  if glow is not None and model_n_bins is not None:  # a GlowModel
-    if n_bins is not None and int(n_bins) != int(model_n_bins):
-      raise ValueError(f'n_bins={n_bins} contradicts the model\'s n_bins='
-                       f'{model_n_bins}; leave it out for a GlowModel.')
-    n_bins = model_n_bins
-  else:
-    glow = dist_lib.get_glow(model_or_distribution)
-    if n_bins is None:
-      raise ValueError('Exporting a bare distribution needs `n_bins` (levels '
-                       'per dimension of the data: 256 for 8-bit, 17 for the '
-                       'digits) for uint8 inputs and bits/dim.')
-  if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) \
-      or not 2 <= n_bins <= 256:
-    raise ValueError(f'n_bins must be an int in 2..256 (uint8 bin indices), '
-                     f'got {n_bins!r}.')
-  initialized = all(bool(a.is_initialized) for a in glow.actnorms())
-  return glow, int(n_bins), initialized
-
-
 def next_version(export_dir):
   """One more than the largest integer version directory (1 if none)."""
   if not tf.io.gfile.isdir(export_dir):
@@ -453,7 +430,8 @@ def save(model_or_distribution, export_dir, version=None, n_bins=None,
 
   See the module docstring for the signatures.
   """
-  glow, n_bins, initialized = _resolve(model_or_distribution, n_bins)
+  glow, n_bins, initialized = dist_lib.resolve_model(
+      model_or_distribution, n_bins, what='Exporting')
   if isinstance(max_count, bool) or not isinstance(
       max_count, (int, np.integer)) or max_count < 1:
     raise ValueError(f'max_count must be a positive int, got {max_count!r}.')

@@ -105,25 +105,11 @@ class _Source:
       lp = signatures['log_prob']
       self._bpd = lambda x: lp(images=tf.constant(x))['bits_per_dim'].numpy()
       return
-    glow = getattr(what, 'glow', None)
-    model_n_bins = getattr(what, 'n_bins', None)
-    if glow is not None and model_n_bins is not None:  # a GlowModel
-      if n_bins is not None and int(n_bins) != int(model_n_bins):
-        raise ValueError(f'n_bins={n_bins} contradicts the model\'s n_bins='
-                         f'{model_n_bins}; leave it out for a GlowModel.')
-      n_bins = int(model_n_bins)
-    else:
-      glow = dist_lib.get_glow(what)
-      if n_bins is None:
-        raise ValueError('Scoring a bare distribution needs n_bins (levels per '
-                         'dimension of its data: 256 for 8-bit, 17 for the '
-                         'digits).')
-    if isinstance(n_bins, bool) or not isinstance(
-        n_bins, (int, np.integer)) or not 2 <= n_bins <= 256:
-      raise ValueError(f'n_bins must be an int in 2..256, got {n_bins!r}.')
+    glow, n_bins, initialized = dist_lib.resolve_model(what, n_bins,
+                                                       what='Scoring')
     if glow.num_classes is not None:
       raise ValueError(_CONDITIONAL)
-    if not all(bool(a.is_initialized) for a in glow.actnorms()):
+    if not initialized:
       raise ValueError('Refusing to score with an uninitialised model (ActNorm '
                        'never set): its bits/dim would mean nothing.')
     self.image_shape = tuple(int(s) for s in glow.image_shape)
