@@ -173,18 +173,49 @@ def test_memory_table_section_ratios():
   by: against the mode's own smallest K, and against 'store' at the same K
   (a failed child shows as failed, a missing time as '-')."""
   rows = [dict(steps_per_level=8, backprop='store', mode='graph',
-               peak_rss_mb=1000.0, step_ms=100.0),
+               peak_rss_mb=1000.0, step_ms=100.0, rss_built_mb=700.0,
+               gradient_peak_rss_mb=900.0),
           dict(steps_per_level=8, backprop='invert', mode='graph',
-               peak_rss_mb=800.0, step_ms=130.0),
+               peak_rss_mb=800.0, step_ms=130.0, rss_built_mb=700.0,
+               gradient_peak_rss_mb=750.0),
           dict(steps_per_level=32, backprop='store', mode='graph',
-               peak_rss_mb=4000.0, step_ms=None),
+               peak_rss_mb=4000.0, step_ms=None, rss_built_mb=900.0,
+               gradient_peak_rss_mb=2700.0),
           dict(steps_per_level=32, backprop='invert', error='exit 1')]
   results = dict(memory_table=dict(config=_tiny(0.5).as_dict(),
                                    backprops=['store', 'invert'], rows=rows))
   table = report.render(results)
-  assert '| 8 | invert | 800 | 1.00x | 80% | 130 | 1.30x |' in table
-  assert '| 32 | store | 4000 | 4.00x | 100% | - | - |' in table
+  assert ('| 8 | invert | 800 | 1.00x | 80% | 700 | 750 | 1.00x | 130 | '
+          '1.30x |') in table
+  assert ('| 32 | store | 4000 | 4.00x | 100% | 900 | 2700 | 3.00x | - | - |'
+          in table)
   assert '| 32 | invert | failed: exit 1 |' in table
+
+
+@pytest.mark.slow
+def test_memory_table_run(tmp_path):
+  """`--memory_table` end to end on the quick preset: every child (training
+  step and gradient alone, per K and mode, and the timing child) reports,
+  and the table renders each row."""
+  json_path = tmp_path / 'memory.json'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), '--memory_table', '--preset=quick',
+       '--memory_table_steps=1,2', '--repeats=1', '--warmup=1',
+       f'--json_out={json_path}'],
+      capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=900,
+      check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  rows = json.loads(json_path.read_text())['memory_table']['rows']
+  assert [(r['steps_per_level'], r['backprop']) for r in rows] == [
+      (1, 'store'), (1, 'invert'), (2, 'store'), (2, 'invert')]
+  for r in rows:
+    assert 'error' not in r and r.get('gradient_error') is None, r
+    assert r['peak_rss_mb'] >= r['rss_built_mb'] > r['rss_start_mb'] > 0, r
+    assert r['gradient_peak_rss_mb'] > r['rss_start_mb'], r
+    assert r['op'] == 'train' and r['step_ms'] > 0, r
+  assert re.search(r'\| 2 \| invert \| \d+ \| [\d.]+x \| \d+% \|',
+                   proc.stdout), proc.stdout
 
 
 @pytest.mark.slow

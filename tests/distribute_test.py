@@ -206,7 +206,8 @@ def test_multi_worker_two_processes(reference, tmp_path):
   from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
   latest = os.path.join(out, 'ckpt_0', 'latest.weights.h5')
   assert callbacks.read_info(latest)['epoch'] == 3
-  model = _tiny_model(SHAPE_OF_WORKER, levels=2, hidden_width=16)
+  model = _tiny_model(SHAPE_OF_WORKER, levels=2, hidden_width=16,
+                      steps_per_level=2)
   model.load_weights(latest)
   for v, a in zip(model.glow.variables, _params(w0, 'final')):
     np.testing.assert_array_equal(v.numpy(), a)
@@ -305,10 +306,12 @@ def test_killed_task_survivor_exits_and_restart_resumes(reference, tmp_path,
 SHAPE_OF_WORKER = (8, 8, 1)  # tests/distribute_worker.py's model
 
 
-def _tiny_model(shape=(4, 4, 1), levels=1, hidden_width=4, n_bins=17):
+def _tiny_model(shape=(4, 4, 1), levels=1, hidden_width=4, n_bins=17,
+                steps_per_level=1):
   from tfp_glow import distribution as dist_lib  # pylint: disable=g-import-not-at-top
   from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
-  dist = dist_lib.glow_distribution(shape, levels=levels, steps_per_level=1,
+  dist = dist_lib.glow_distribution(shape, levels=levels,
+                                    steps_per_level=steps_per_level,
                                     hidden_width=hidden_width, seed=0)
   return model_lib.GlowModel(dist, n_bins=n_bins, init_batch_size=4)
 

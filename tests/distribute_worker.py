@@ -113,7 +113,7 @@ def main(argv=None):
     init_batch = args.nonchief_init_batch
 
   with strategy.scope():
-    dist = dist_lib.glow_distribution(SHAPE, levels=2, steps_per_level=1,
+    dist = dist_lib.glow_distribution(SHAPE, levels=2, steps_per_level=2,
                                       hidden_width=16, seed=0,
                                       backprop=args.backprop)
     model = model_lib.GlowModel(dist, n_bins=info.n_bins,

@@ -374,22 +374,31 @@ def invert_tol(dtype):
   return 1e-4 if dtype == tf.float32 else 1e-10
 
 
-def _gradient_of(bij, cfg, kw, x, through):
+def _gradient_of(bij, cfg, kw, x, through, compiled=False):
   """Gradients of a generic scalar of `through(bij, x)` = (out, ldj) to
   [x] + trainable variables: random weights on every output and on the
-  log-det, so every cotangent entry is exercised."""
+  log-det, so every cotangent entry is exercised. `compiled`: inside a
+  tf.function (a graph), else eagerly."""
   rng = np.random.default_rng(cfg.seed + 7)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    out, ldj = through(bij, x, kw)
-    w_out = tf.constant(rng.standard_normal(out.shape.as_list()), out.dtype)
-    w_ldj = tf.constant(rng.standard_normal(ldj.shape.as_list()), ldj.dtype)
-    scalar = tf.reduce_sum(w_out * out) + tf.reduce_sum(w_ldj * ldj)
   variables = bij.trainable_variables
-  grads = tape.gradient(scalar, [x] + list(variables))
+
+  def scalar_and_grads(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      out, ldj = through(bij, x, kw)
+      w_out = tf.constant(rng.standard_normal(out.shape.as_list()), out.dtype)
+      w_ldj = tf.constant(rng.standard_normal(ldj.shape.as_list()), ldj.dtype)
+      scalar = tf.reduce_sum(w_out * out) + tf.reduce_sum(w_ldj * ldj)
+    grads = tape.gradient(scalar, [x] + list(variables))
+    return scalar, [None if g is None else tf.convert_to_tensor(g)
+                    for g in grads]
+
+  if compiled:
+    scalar_and_grads = tf.function(scalar_and_grads)
+  scalar, grads = scalar_and_grads(x)
   names = ['input'] + [v.name for v in variables]
   return scalar.numpy(), names, [
-      None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
+      None if g is None else g.numpy() for g in grads]
 
 
 def check_invert_gradients(factory, cfg, invert_factory=None, tol=None):
@@ -418,24 +427,31 @@ def check_invert_gradients(factory, cfg, invert_factory=None, tol=None):
       parts = b.log_prob_parts(v, k.get('labels'))
       return parts.eps, parts.ildj
     plain = inverted = whole
-  value_a, names, store = _gradient_of(store_bij, cfg, kw, x, plain)
-  value_b, _, inv = _gradient_of(invert_bij, cfg, kw, x, inverted)
-  np.testing.assert_allclose(value_b, value_a, rtol=1e-12 if (
-      cfg.dtype == tf.float64) else 1e-6, err_msg='values differ')
   tol = invert_tol(cfg.dtype) if tol is None else tol
   worst, bad = 0.0, []
-  for name, a, b in zip(names, store, inv):
-    if (a is None) != (b is None):
-      bad.append(f'{name}: store {a is None and "None"}, invert '
-                 f'{b is None and "None"}')
-      continue
-    if a is None:
-      continue
-    scale = max(float(np.max(np.abs(a))), np.finfo(np.float64).tiny)
-    rel = float(np.max(np.abs(a - b))) / scale
-    worst = max(worst, rel)
-    if not rel <= tol:
-      bad.append(f'{name}: relative difference {rel:.3g} > {tol:g}')
+  # Eagerly, and in a graph, where a whole Glow's levels run as loops over
+  # their steps (`invert.steps_inverse_by_inversion`); each against 'store'
+  # run the same way (a graph may pick other kernels, e.g. oneDNN's fused
+  # bfloat16 ones, which round differently).
+  for how in ('eager', 'graph'):
+    value_a, names, store = _gradient_of(store_bij, cfg, kw, x, plain,
+                                         compiled=how == 'graph')
+    value_b, _, inv = _gradient_of(invert_bij, cfg, kw, x, inverted,
+                                   compiled=how == 'graph')
+    np.testing.assert_allclose(value_b, value_a, rtol=1e-12 if (
+        cfg.dtype == tf.float64) else 1e-6, err_msg=f'{how}: values differ')
+    for name, a, b in zip(names, store, inv):
+      if (a is None) != (b is None):
+        bad.append(f'{how}, {name}: store {a is None and "None"}, invert '
+                   f'{b is None and "None"}')
+        continue
+      if a is None:
+        continue
+      scale = max(float(np.max(np.abs(a))), np.finfo(np.float64).tiny)
+      rel = float(np.max(np.abs(a - b))) / scale
+      worst = max(worst, rel)
+      if not rel <= tol:
+        bad.append(f'{how}, {name}: relative difference {rel:.3g} > {tol:g}')
   assert not bad, f"gradients under 'invert' differ from 'store': {bad}"
   return worst
 

@@ -49,24 +49,28 @@ def device_peak_mb():
 
 
 def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
-                   backprop='store'):
+                   backprop='store', op='train'):
   """Builds one library's model in this process and runs its training step.
 
   Meant to run alone in a fresh process. Returns the peak RSS before
   anything was built, after the model was built, and after `steps` steps
   (and the GPU's peak memory when there is one). `backprop` is tfp_glow's
-  option ('store' or 'invert').
+  option ('store' or 'invert'); `op` is 'train' (gradient + Adam update) or
+  'gradient' (the gradient alone: what the flow itself costs, without the
+  optimizer's per-variable update).
   """
   before = peak_rss_mb()
   x = models.images(cfg, seed)
   model = models.build(library, cfg, x, seed=seed,
                        learning_rate=learning_rate, backprop=backprop)
   built = peak_rss_mb()
-  fn = model.function('train', mode)
+  if op not in ('train', 'gradient'):
+    raise ValueError(f"op must be 'train' or 'gradient', got {op!r}.")
+  fn = model.function(op, mode)
   batch = tf.constant(x[:cfg.batch_size])
   for _ in range(steps):
     timing.sync(fn(batch))
-  return dict(library=library, mode=mode, backprop=backprop,
+  return dict(library=library, mode=mode, backprop=backprop, op=op,
               steps_per_level=cfg.steps_per_level, rss_start_mb=before,
               rss_built_mb=built, peak_rss_mb=peak_rss_mb(),
               device_peak_mb=device_peak_mb())

@@ -53,10 +53,14 @@ class Model:
   def log_prob(self, x):
     return self.dist.log_prob(x)
 
-  def train(self, x):
+  def gradient(self, x):
+    """The training step without the update: loss and gradients."""
     with tf.GradientTape() as tape:
       loss = -tf.reduce_mean(self.dist.log_prob(x))
-    grads = tape.gradient(loss, self.variables)
+    return loss, tape.gradient(loss, self.variables)
+
+  def train(self, x):
+    loss, grads = self.gradient(x)
     self.optimizer.apply_gradients(zip(grads, self.variables))
     return loss
 

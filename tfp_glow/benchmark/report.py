@@ -100,12 +100,16 @@ def _memory_table(results):
       f"Memory table: {cfg['image_size']}x{cfg['image_size']}x"
       f"{cfg['channels']}, L={cfg['levels']}, width {cfg['hidden_width']}, "
       f"batch {cfg['batch_size']}; peak RSS of a fresh process after build + "
-      f"3 training steps ({rows[0].get('mode', '?')} mode); step time: median "
-      'of interleaved rounds in one process per K.', '',
+      f"3 training steps ({rows[0].get('mode', '?')} mode), of which the "
+      'model built (with its Adam slots, before any step); the same with the '
+      "gradient alone (no optimizer update); step time: median of "
+      'interleaved rounds in one process per K.', '',
       '| K | backprop | peak RSS (MB) | vs its smallest K | vs store | '
+      'built (MB) | gradient alone (MB) | vs its smallest K | '
       + ('device peak (MB) | ' if device else '')
       + 'step ms | vs store |',
-      '|---:|---|---:|---:|---:|' + ('---:|' if device else '') + '---:|---:|']
+      '|---:|---|---:|---:|---:|---:|---:|---:|' + ('---:|' if device else '')
+      + '---:|---:|']
   for k in ks:
     for bp in table['backprops']:
       r = by.get((k, bp))
@@ -118,10 +122,14 @@ def _memory_table(results):
       store = by.get((k, 'store'), {})
       rss = r.get('peak_rss_mb')
       ratio = lambda a, b: None if a is None or not b else a / b  # pylint: disable=unnecessary-lambda-assignment
+      grad = r.get('gradient_peak_rss_mb')
+      grad_base = by.get((ks[0], bp), {}).get('gradient_peak_rss_mb')
       lines.append(
           f"| {k} | {bp} | {_fmt(rss, '.0f')} | "
           f"{_times(ratio(rss, base))} | "
           f"{_fmt(ratio(rss, store.get('peak_rss_mb')), '.0%')} | "
+          f"{_fmt(r.get('rss_built_mb'), '.0f')} | {_fmt(grad, '.0f')} | "
+          f"{_times(ratio(grad, grad_base))} | "
           + (f"{_fmt(r.get('device_peak_mb'), '.0f')} | " if device else '')
           + f"{_fmt(r.get('step_ms'), '.0f')} | "
           f"{_times(ratio(r.get('step_ms'), store.get('step_ms')))} |")

@@ -181,8 +181,11 @@ def memory_table(cfg, steps_per_level, backprops, rss_command, times_command,
 
   For each K of `steps_per_level`: one fresh process per backprop mode
   measures the peak RSS of build + three training steps
-  (`rss_command(k, backprop)`, a child calling `memory.train_step_rss`), and
-  one more process times every mode's step in interleaved rounds
+  (`rss_command(k, backprop, 'train')`, a child calling
+  `memory.train_step_rss`), another the same with the gradient alone
+  (`rss_command(k, backprop, 'gradient')`: the flow without the optimizer's
+  per-variable update), and one more process times every mode's step in
+  interleaved rounds
   (`times_command(k)`, a child calling `memory.train_step_times`). Returns
   the `memory_table` results entry: the configuration and one row per
   (K, backprop).
@@ -190,10 +193,15 @@ def memory_table(cfg, steps_per_level, backprops, rss_command, times_command,
   rows = []
   for k in steps_per_level:
     for backprop in backprops:
-      r = memory.run_child(rss_command(k, backprop), env=env,
+      r = memory.run_child(rss_command(k, backprop, 'train'), env=env,
                            describe=dict(steps_per_level=k, backprop=backprop))
       log(f'K={k} {backprop}: {r}')
-      rows.append(dict(r, steps_per_level=k, backprop=backprop))
+      g = memory.run_child(rss_command(k, backprop, 'gradient'), env=env,
+                           describe=dict(steps_per_level=k, backprop=backprop))
+      log(f'K={k} {backprop} gradient alone: {g}')
+      rows.append(dict(r, steps_per_level=k, backprop=backprop,
+                       gradient_peak_rss_mb=g.get('peak_rss_mb'),
+                       gradient_error=g.get('error')))
     times = memory.run_child(times_command(k), env=env,
                              describe=dict(steps_per_level=k))
     log(f'K={k} times: {times}')

@@ -31,17 +31,19 @@ tfb = tfp.bijectors
 __all__ = ['GlowBijector']
 
 
-def _vjp(tape, targets, cotangents, x):
-  """`(dx, {variable.ref(): gradient})` of `sum(targets * cotangents)`.
+def _vjp(tape, targets, cotangents, x, watch=()):
+  """`(dx, {source.ref(): gradient})` of `sum(targets * cotangents)`.
 
-  The variables are those the tape watched (the trainable variables the
-  recomputation read), so under a `tf.distribute` strategy they are the
-  same objects that `tf.custom_gradient` hands to its `grad_fn`.
+  The sources are the variables the tape watched (the trainable variables
+  the recomputation read), so under a `tf.distribute` strategy they are the
+  same objects that `tf.custom_gradient` hands to its `grad_fn`, and the
+  tensors in `watch` (parameters passed as tensors, see
+  `tfp_glow.bijectors.invert.steps_inverse_by_inversion`).
   """
-  variables = list(tape.watched_variables())
-  grads = tape.gradient(targets, [x] + variables, output_gradients=cotangents)
+  sources = list(tape.watched_variables()) + list(watch)
+  grads = tape.gradient(targets, [x] + sources, output_gradients=cotangents)
   dx = tf.zeros_like(x) if grads[0] is None else tf.convert_to_tensor(grads[0])
-  return dx, {v.ref(): g for v, g in zip(variables, grads[1:])
+  return dx, {v.ref(): g for v, g in zip(sources, grads[1:])
               if g is not None}
 
 
@@ -117,7 +119,7 @@ class GlowBijector(tfb.Bijector):
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     return self._transform(x, inverse=False, **kwargs)
 
-  def rebuild_and_backprop(self, y, dy, dldj):
+  def rebuild_and_backprop(self, y, dy, dldj, watch=()):
     """One step of backprop by inversion (`backprop='invert'`, see
     `tfp_glow.bijectors.invert`): rebuild the input from the output, then
     back-propagate through this bijector alone.
@@ -125,8 +127,10 @@ class GlowBijector(tfb.Bijector):
     `y` is this bijector's data -> latent output (`inverse_and_log_det(x)[0]`),
     `dy` and `dldj` the cotangents of that output and of its log-det. Returns
     `(x, dx, grads)`: the rebuilt input `x = forward(y)` (no gradient flows
-    into it), the cotangent of the input, and `{variable.ref(): gradient}`
-    for every trainable variable the recomputation reads.
+    into it), the cotangent of the input, and `{source.ref(): gradient}`
+    for every trainable variable the recomputation reads and every tensor in
+    `watch` it depends on (a step's parameters, when they are substituted
+    for its variables as tensors).
 
     The default recomputes `inverse_and_log_det(x)` under a fresh tape: one
     extra pass of this bijector, whose activations live only inside this
@@ -135,9 +139,9 @@ class GlowBijector(tfb.Bijector):
     """
     x = tf.stop_gradient(self.forward_and_log_det(y)[0])
     with tf.GradientTape() as tape:
-      tape.watch(x)
+      tape.watch([x] + list(watch))
       y_again, ldj = self.inverse_and_log_det(x)
-    return (x,) + _vjp(tape, [y_again, ldj], [dy, dldj], x)
+    return (x,) + _vjp(tape, [y_again, ldj], [dy, dldj], x, watch)
 
   def _augmented_forward(self, x, **kwargs):
     y, fldj = self._transform(x, inverse=False, **kwargs)

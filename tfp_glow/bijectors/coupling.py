@@ -56,7 +56,7 @@ class _Coupling(base.GlowBijector):
     yb, ldj = self._couple(xb, self._run_network(xa), inverse)
     return tf.concat([xa, yb], axis=-1), ldj
 
-  def rebuild_and_backprop(self, y, dy, dldj):
+  def rebuild_and_backprop(self, y, dy, dldj, watch=()):
     """Backprop by inversion with ONE network evaluation (RevNet's trick).
 
     The passed-through half is unchanged (`x_a = y_a`), so `h = NN(y_a)`
@@ -67,13 +67,14 @@ class _Coupling(base.GlowBijector):
     """
     ya, yb = y[..., :self._half], y[..., self._half:]
     dya, dyb = dy[..., :self._half], dy[..., self._half:]
+    watch = list(watch)
     with tf.GradientTape() as tape:
-      tape.watch(ya)
+      tape.watch([ya] + watch)
       h = self._run_network(ya)
       xb = tf.stop_gradient(self._couple(yb, h, inverse=False)[0])
       tape.watch(xb)
       yb_again, ldj = self._couple(xb, h, inverse=True)
-    variables = list(tape.watched_variables())
+    variables = list(tape.watched_variables()) + watch
     grads = tape.gradient([yb_again, ldj], [ya, xb] + variables,
                           output_gradients=[dyb, dldj])
     dxa = dya if grads[0] is None else dya + grads[0]

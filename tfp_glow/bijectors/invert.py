@@ -21,6 +21,12 @@ Keras step) each rebuild waits, by a control dependency, for the previous
 component's gradients, so the executor cannot run the rebuild chain ahead and
 keep every rebuilt input alive at once.
 
+`steps_inverse_by_inversion` does the same for K steps that are copies of one
+another (a Glow level), with the graph itself flat in K: in a graph, one
+step's ops run in a `tf.while_loop` (forward, and rebuild + backprop in
+reverse) over the steps' parameters stacked into `[K, ...]` tensors; the loop
+body reads the k-th slices in place of the first step's variables.
+
 Numerics: a rebuilt input carries the inverse's rounding error (the affine
 coupling's inverse divides by its sigmoid scale, a 1x1 convolution's inverse
 multiplies by `W^-1`), and the error compounds along the chain. float64 makes
@@ -41,7 +47,7 @@ except (ImportError, AttributeError):  # pragma: no cover
   _stop_recording = contextlib.nullcontext
 
 __all__ = ['chain_inverse', 'chain_inverse_by_inversion',
-           'reconstruction_errors']
+           'steps_inverse_by_inversion', 'reconstruction_errors']
 
 
 def chain_inverse(components, x):
@@ -104,6 +110,221 @@ def chain_inverse_by_inversion(components, x):
           grads[ref] = g if ref not in grads else grads[ref] + g
         done = [dy] + list(own.values())
       return dy, [grads.get(v.ref()) for v in (variables or [])]
+
+    return (y, ldj), grad_fn
+
+  return block(tf.convert_to_tensor(x))
+
+
+# --- K copies of one step, as a loop ---------------------------------------------
+#
+# Unrolled, a level's K steps put K copies of every op into the graph (forward,
+# rebuild, recompute, gradient): about a thousand nodes per step of flow, so the
+# traced and optimised graph, not the activations, grows with K and dominates a
+# CPU process's memory. The steps of a Glow level are copies of one another
+# (same classes, same variable shapes, the same code), so one step's ops can
+# serve all K: the parameters of the K steps are stacked (one [K, ...] tensor
+# per variable slot), and a `tf.while_loop` runs the first step's components
+# with the k-th slice substituted for their variables. The graph then holds one
+# step's ops per level whatever K is, and the loop runs the steps one after
+# the other, which is also what bounds the backward pass's activations.
+
+
+def _variable_paths(component):
+  """`[(attribute path, variable)]` of every tf.Variable held by `component`
+  or by a tf.Module below it, in a fixed (sorted) order."""
+  out, seen = [], {id(component)}
+
+  def walk(obj, prefix):
+    for name, value in sorted(vars(obj).items()):
+      if isinstance(value, tf.Variable):
+        out.append((prefix + (name,), value))
+      elif isinstance(value, tf.Module) and id(value) not in seen:
+        seen.add(id(value))
+        walk(value, prefix + (name,))
+
+  walk(component, ())
+  return out
+
+
+def _slots(steps):
+  """The variable layout shared by all `steps`, and each step's variables.
+
+  Returns `(slots, variables)`: `slots` is a list of `(component index,
+  attribute path)`, `variables[k][j]` the variable of step k in slot j.
+  Raises ValueError unless every step has the same component classes and the
+  same variable paths, shapes, dtypes and trainability.
+  """
+  layouts, variables = [], []
+  for step in steps:
+    layout, values = [], []
+    for c, component in enumerate(step):
+      for path, var in _variable_paths(component):
+        layout.append((type(component), c, path, tuple(var.shape.as_list()),
+                       var.dtype, var.trainable))
+        values.append(var)
+    layouts.append(layout)
+    variables.append(values)
+  for k, layout in enumerate(layouts[1:], 1):
+    if layout != layouts[0]:
+      raise ValueError(
+          'steps_inverse_by_inversion needs steps that are copies of one '
+          f'another (same classes and variable layout); step {k} differs from '
+          'step 0.')
+  return [(c, path) for _, c, path, *_ in layouts[0]], variables
+
+
+@contextlib.contextmanager
+def _substituted(step, slots, values):
+  """Within the context, `step`'s components read `values` (tensors) where
+  they would read the variables in `slots`. Plain attribute swaps, undone on
+  exit; meant for the moment a loop body is traced (no other code runs on
+  these objects meanwhile: a tf.distribute strategy traces one replica at a
+  time)."""
+  swapped = []
+  try:
+    for (c, path), value in zip(slots, values):
+      holder = step[c]
+      for name in path[:-1]:
+        holder = getattr(holder, name)
+      swapped.append((holder, path[-1], vars(holder)[path[-1]]))
+      object.__setattr__(holder, path[-1], value)
+    yield
+  finally:
+    for holder, name, old in reversed(swapped):
+      object.__setattr__(holder, name, old)
+
+
+def _check_no_variable_read(what):
+  """Raises unless the loop body being traced (the default graph) read no
+  variable: every parameter must come from the stacked slices, or step 0's
+  values would silently serve all K steps."""
+  graph = tf.compat.v1.get_default_graph()
+  # A variable read inside the body captures the variable's handle.
+  handles = [t for t in getattr(graph, 'internal_captures', ())
+             if t.dtype == tf.resource]
+  if handles:
+    names = sorted(v.name for v in getattr(graph, '_watched_variables', ()))
+    raise ValueError(
+        f'steps_inverse_by_inversion: the {what} of a step read '
+        f'{len(handles)} variable(s) {names} that are not in its variable '
+        'layout (held outside tf.Module attributes?); such steps cannot be '
+        'looped.')
+
+
+def _read(variable, watched=None):
+  """The variable's value; the object a tape sees read (the one
+  `tf.custom_gradient` names in `grad_fn`'s `variables`) goes to `watched`."""
+  if watched is None or not variable.trainable:
+    return tf.convert_to_tensor(variable)
+  with tf.GradientTape() as tape:
+    value = tf.convert_to_tensor(variable)
+  watched.append(tape.watched_variables())
+  return value
+
+
+def _stack(variables, watched=None):
+  """One `[K, ...]` tensor per slot; `watched[ref] = (k, slot)`."""
+  found = []
+  stacked = []
+  for j in range(len(variables[0])):
+    values = []
+    for k, step_variables in enumerate(variables):
+      seen = None if watched is None else []
+      values.append(_read(step_variables[j], seen))
+      for objects in seen or []:
+        found.extend((v.ref(), (k, j)) for v in objects)
+    stacked.append(tf.stack(values))
+  if watched is not None:
+    watched.update(found)
+  return stacked
+
+
+def steps_inverse_by_inversion(steps, x):
+  """`chain_inverse` of the K `steps` (each a sequence of components, data ->
+  latent order), with one step's ops looped K times and the gradient by
+  inversion.
+
+  Same values and gradients as `chain_inverse_by_inversion` over the
+  flattened steps; in a graph (`tf.function`, Keras, XLA) the forward pass and
+  the backward pass are each a `tf.while_loop` over the steps, so the graph's
+  size does not grow with K. The steps must be copies of one another: the same
+  component classes, the same variable layout (checked) and the same
+  non-variable settings (not checked), as the steps of one level of
+  `tfp_glow.Glow` are. Eagerly there is no graph to keep small: the steps run
+  as `chain_inverse_by_inversion`.
+  """
+  steps = [tuple(step) for step in steps]
+  if not steps or not all(steps):
+    raise ValueError('steps_inverse_by_inversion needs at least one step of '
+                     'at least one component.')
+  if tf.executing_eagerly():
+    return chain_inverse_by_inversion(
+        [bij for step in steps for bij in step], x)
+  slots, step_variables = _slots(steps)
+  first = steps[0]
+  count = len(steps)
+  trainable = [j for j, v in enumerate(step_variables[0]) if v.trainable]
+
+  def params_at(stacked, k):
+    return [tf.gather(s, k) for s in stacked]
+
+  @tf.custom_gradient
+  def block(x):
+    with _stop_recording():
+      stacked = _stack(step_variables)
+
+      def body(k, x, ldj):
+        with _substituted(first, slots, params_at(stacked, k)):
+          for bij in first:
+            x, l = bij.inverse_and_log_det(x)
+            ldj += l
+        _check_no_variable_read('forward pass')
+        return k + 1, x, ldj
+
+      ldj0 = tf.zeros(tf.shape(x)[:-3], x.dtype)
+      _, y, ldj = tf.while_loop(
+          lambda k, *_: k < count, body, (tf.constant(0), x, ldj0),
+          parallel_iterations=1, maximum_iterations=count)
+
+    def grad_fn(dy, dldj, variables=None):
+      # Only `y` (and the variables) are captured: never an activation.
+      if dy is None:
+        dy = tf.zeros_like(y)
+      if dldj is None:
+        dldj = tf.zeros_like(ldj)
+      watched = {}
+      stacked = _stack(step_variables, watched)
+      arrays = [tf.TensorArray(stacked[j].dtype, size=count,
+                               element_shape=stacked[j].shape[1:])
+                for j in trainable]
+
+      def body(k, out, d, arrays):
+        params = params_at(stacked, k)
+        watch = [params[j] for j in trainable]
+        grads = {}
+        with _substituted(first, slots, params):
+          for bij in reversed(first):
+            out, d, own = bij.rebuild_and_backprop(out, d, dldj, watch=watch)
+            for ref, g in own.items():
+              g = _dense(g)
+              grads[ref] = g if ref not in grads else grads[ref] + g
+        _check_no_variable_read('backward pass')
+        arrays = [a.write(k, grads.get(t.ref(), tf.zeros_like(t)))
+                  for a, t in zip(arrays, watch)]
+        return k - 1, out, d, arrays
+
+      _, _, dx, arrays = tf.while_loop(
+          lambda k, *_: k >= 0, body, (tf.constant(count - 1), y, dy, arrays),
+          parallel_iterations=1, maximum_iterations=count)
+      # One Unpack per slot (not K slices): the graph stays flat in K.
+      per_slot = {j: tf.unstack(a.stack(), num=count)
+                  for j, a in zip(trainable, arrays)}
+      out = []
+      for v in variables or []:
+        where = watched.get(v.ref())
+        out.append(None if where is None else per_slot[where[1]][where[0]])
+      return dx, out
 
     return (y, ldj), grad_fn
 

@@ -150,6 +150,9 @@ flags.DEFINE_string('rss_child', None, 'Internal: measure the training '
 flags.DEFINE_string('rss_mode', 'xla', 'Internal: mode of --rss_child.')
 flags.DEFINE_string('rss_backprop', 'store',
                     'Internal: backprop mode of --rss_child.')
+flags.DEFINE_enum('rss_op', 'train', ['train', 'gradient'],
+                  'Internal: what --rss_child runs (the training step, or '
+                  'its gradient alone).')
 flags.DEFINE_string('times_child', None, 'Internal: time the training step '
                     'of this library under each of --backprops, interleaved, '
                     'and exit.')
@@ -213,10 +216,10 @@ def _command():
   return ' '.join([os.path.relpath(sys.argv[0], root)] + sys.argv[1:])
 
 
-def _rss_child_command(cfg, library, mode, backprop='store'):
+def _rss_child_command(cfg, library, mode, backprop='store', op='train'):
   """This program again, measuring one library's training step."""
   cmd = [sys.executable, '-m', _MODULE, f'--rss_child={library}',
-         f'--rss_mode={mode}', f'--rss_backprop={backprop}',
+         f'--rss_mode={mode}', f'--rss_backprop={backprop}', f'--rss_op={op}',
          f'--preset={cfg.preset}',
          f'--seed={FLAGS.seed}', f'--learning_rate={FLAGS.learning_rate}']
   cmd += [f'--{key}={getattr(cfg, key)}' for key in _ARCHITECTURE_FLAGS]
@@ -256,7 +259,7 @@ def _memory_table(cfg):
 
   table = suite.memory_table(
       cfg, ks, backprops,
-      lambda k, b: _rss_child_command(with_k(k), 'tfp_glow', mode, b),
+      lambda k, b, op: _rss_child_command(with_k(k), 'tfp_glow', mode, b, op),
       lambda k: _times_child_command(with_k(k), 'tfp_glow', mode, backprops),
       env=env)
   return dict(config=cfg.as_dict(), command=_command(),
@@ -269,7 +272,8 @@ def main(argv):
   if FLAGS.rss_child:
     memory.print_child_result(memory.train_step_rss(
         FLAGS.rss_child, FLAGS.rss_mode, cfg, seed=FLAGS.seed,
-        learning_rate=FLAGS.learning_rate, backprop=FLAGS.rss_backprop))
+        learning_rate=FLAGS.learning_rate, backprop=FLAGS.rss_backprop,
+        op=FLAGS.rss_op))
     return 0
   if FLAGS.times_child:
     memory.print_child_result(memory.train_step_times(
