@@ -515,3 +515,23 @@ def test_time_limit_stops_after_the_crossing_step(tmp_path):
   assert os.path.exists(os.path.join(model_dir, 'checkpoints', 'latest.weights.h5'))
   with open(os.path.join(model_dir, 'config.json')) as f:
     assert json.load(f)['training']['time_limit'] == 0.001
+
+
+@pytest.mark.slow
+def test_inversion_numerics_of_a_trained_model(model_dir, tmp_path):
+  """bin/benchmark.py --inversion_numerics on a trained model: rebuilt inputs
+  and 'invert' gradients against 'store' in float64 (exact to rounding) and
+  float32, the table printed and the JSON written."""
+  path, _ = model_dir
+  out = tmp_path / 'numerics.json'
+  rc, text = run('benchmark', f'--inversion_numerics={path}',
+                 '--numerics_batch=16', f'--json_out={out}')
+  assert rc == 0, text
+  assert "| float32 |" in text and "'invert' vs 'store'" in text, text
+  results = json.loads(out.read_text())
+  assert results['images'] == 16
+  f64, f32 = results['numerics']['float64'], results['numerics']['float32']
+  assert f64['reconstruction_max'] < 1e-12 and f64['gradient_global'] < 1e-10
+  assert 0 < f32['reconstruction_max'] < 1e-4
+  assert f32['gradient_global'] < 1e-3
+  assert f32['invert_vs_float64_store']['global_error'] < 1e-2

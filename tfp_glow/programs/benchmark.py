@@ -55,6 +55,14 @@ Usage:
   python bin/benchmark.py --quick            # a tiny smoke run (seconds)
   python bin/benchmark.py --json_out=/tmp/bench.json --markdown_out=/tmp/b.md
 
+Numerics of backprop by inversion (`--inversion_numerics=MODEL_DIR`): for a
+model trained by bin/train.py, the relative error of every step's rebuilt
+input and of the gradient of the mean bits/dim under 'invert' against
+'store', in float64 and float32, on `--numerics_batch` test images
+(dequantised, seed 0); see `tfp_glow.benchmark.inversion`.
+
+  python bin/benchmark.py --inversion_numerics=runs/digits
+
 Memory table (`--memory_table`, the memory-saving backprop of
 `glow_distribution(..., backprop='invert')`): for each K of
 `--memory_table_steps`, the peak RSS (and on a GPU the device's peak memory)
@@ -78,7 +86,9 @@ from absl import app
 from absl import flags
 import tensorflow as tf
 
+from tfp_glow import run_dir
 from tfp_glow.benchmark import config
+from tfp_glow.benchmark import inversion
 from tfp_glow.benchmark import memory
 from tfp_glow.benchmark import report
 from tfp_glow.benchmark import suite
@@ -144,6 +154,12 @@ flags.DEFINE_list('backprops', ['store', 'invert'],
                   "Backprop modes of the memory table ('store', 'invert').")
 flags.DEFINE_enum('memory_table_mode', 'graph', ['graph', 'xla'],
                   'Execution mode of the memory table\'s training step.')
+flags.DEFINE_string('inversion_numerics', None, 'Only the numerics of '
+                    "backprop='invert' for the model trained in this "
+                    'directory (rebuilt inputs, gradients vs \'store\', '
+                    'float64 and float32).')
+flags.DEFINE_integer('numerics_batch', 64, 'Test images for '
+                     '--inversion_numerics.')
 # Internal: the RSS child process.
 flags.DEFINE_string('rss_child', None, 'Internal: measure the training '
                     "step's peak RSS of this library and exit.")
@@ -266,6 +282,24 @@ def _memory_table(cfg):
               machine=report.machine_info(), memory_table=table)
 
 
+def _inversion_numerics(model_dir):
+  """The --inversion_numerics run: its results dict."""
+  if FLAGS.numerics_batch < 1:
+    raise app.UsageError(f'--numerics_batch must be >= 1, got '
+                         f'{FLAGS.numerics_batch}.')
+  model, config, path = run_dir.load_trained(model_dir)
+  ds, info = run_dir.load_split(config, 'test', batch_size=FLAGS.numerics_batch,
+                                shuffle=False, dequantize=True, seed=0)
+  batch = next(iter(ds))
+  x, labels = batch if isinstance(batch, (tuple, list)) else (batch, None)
+  print(f'Numerics of backprop by inversion: {path}, {int(x.shape[0])} test '
+        'images (float64 and float32 copies of the model)...', flush=True)
+  return dict(model_dir=model_dir, weights=path, command=_command(),
+              machine=report.machine_info(), images=int(x.shape[0]),
+              numerics=inversion.measure_dtypes(model.glow, x, info.n_bins,
+                                                labels=labels))
+
+
 def main(argv):
   del argv
   cfg = _config()
@@ -283,6 +317,15 @@ def main(argv):
         repeats=FLAGS.repeats))
     return 0
   t_start = time.perf_counter()
+  if FLAGS.inversion_numerics:
+    results = _inversion_numerics(FLAGS.inversion_numerics)
+    results['wall_s'] = time.perf_counter() - t_start
+    table = inversion.render(results['numerics'], results['model_dir'])
+    print()
+    print(table)
+    print(f"\nTotal wall time {results['wall_s']:.0f} s.")
+    report.write(results, table, FLAGS.json_out, FLAGS.markdown_out)
+    return 0
   if FLAGS.memory_table:
     results = _memory_table(cfg)
     results['wall_s'] = time.perf_counter() - t_start
