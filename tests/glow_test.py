@@ -13,33 +13,7 @@ import harness
 import tfp_glow
 from tfp_glow import bijectors as gb
 from tfp_glow.bijectors import glow as glow_lib
-
-SMALL = (4, 4, 2)     # L=2: latents [2, 2, 4] + [1, 1, 16], D = 32
-MEDIUM = (8, 8, 3)    # L=2: latents [4, 4, 6] + [2, 2, 24], D = 192
-
-
-def glow_kwargs(image_shape=SMALL, **overrides):
-  kw = dict(image_shape=image_shape, levels=2, steps_per_level=2,
-            hidden_width=8, coupling='affine', permutation='conv',
-            learn_top=False, num_classes=None, split_fraction=0.5)
-  kw.update(overrides)
-  return kw
-
-
-def glow_factory(**kw):
-  kw = glow_kwargs(**kw)
-  return lambda dtype: gb.Glow(seed=0, dtype=dtype, **kw)
-
-
-def glow_config(dtype=tf.float64, **kw):
-  kw = glow_kwargs(**kw)
-  shape = tuple(kw['image_shape'])
-  return harness.Config(
-      data_shape=shape, latent_shape=(int(np.prod(shape)),), dtype=dtype,
-      num_classes=kw['num_classes'],
-      # The classifier reads z_top but is not part of log p(x | y).
-      grad_exclude=('classifier',) if kw['num_classes'] else ())
-
+from glow_helpers import MEDIUM, SMALL, CountingWrapper, counting_dist, glow_config, glow_factory, glow_kwargs, init_batch, random_images  # pylint: disable=g-multiple-import,unused-import
 
 def _run(check, dtype, tmp_path, **kw):
   factory, cfg = glow_factory(**kw), glow_config(dtype, **kw)
@@ -204,12 +178,6 @@ def test_split_latent_channel_counts():
 # --- ActNorm data-dependent initialisation -------------------------------------------------
 
 
-def _init_batch(shape, seed=0, n=16):
-  rng = np.random.default_rng(seed)
-  scale = rng.uniform(0.05, 3.0, shape[-1])
-  return tf.constant(rng.normal(0.7, 1.0, [n] + list(shape)) * scale, tf.float32)
-
-
 def _uninitialised_perturbed_glow(**kw):
   glow = gb.Glow(seed=2, **glow_kwargs(**kw))
   harness.perturb(glow, 0, 0.1)
@@ -227,7 +195,7 @@ def _standardised(a, what):
 @pytest.mark.parametrize('image_shape', [SMALL, MEDIUM])
 def test_initialize_standardises_every_actnorm(image_shape):
   glow = _uninitialised_perturbed_glow(image_shape=image_shape)
-  x = _init_batch(image_shape)
+  x = init_batch(image_shape)
   actnorms = glow.actnorms()
   assert len(actnorms) == 2 * 2 * 3
   assert tfp_glow.initialize(glow, x) == len(actnorms)
@@ -260,9 +228,9 @@ def test_initialize_standardises_every_actnorm(image_shape):
 
 def test_second_initialize_changes_nothing():
   dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0)
-  assert tfp_glow.initialize(dist, _init_batch(SMALL, 0)) == 12
+  assert tfp_glow.initialize(dist, init_batch(SMALL, 0)) == 12
   values = [v.numpy().copy() for v in dist.variables]
-  assert tfp_glow.initialize(dist, _init_batch(SMALL, 1)) == 0
+  assert tfp_glow.initialize(dist, init_batch(SMALL, 1)) == 0
   for v, before in zip(dist.variables, values):
     np.testing.assert_array_equal(v.numpy(), before, err_msg=v.name)
 
@@ -275,12 +243,12 @@ def test_sampling_before_initialize_does_not_initialise():
   for an in tfp_glow.get_glow(dist).actnorms():
     assert float(an.initialized.numpy()) == 0.0, an.name
     np.testing.assert_array_equal(an.bias.numpy(), 0)
-  assert tfp_glow.initialize(dist, _init_batch(SMALL)) == 12
+  assert tfp_glow.initialize(dist, init_batch(SMALL)) == 12
 
 
 def test_validate_args_requires_initialize():
   dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, validate_args=True)
-  x = _init_batch(SMALL)
+  x = init_batch(SMALL)
   with pytest.raises(tf.errors.InvalidArgumentError, match='initiali'):
     dist.log_prob(x)
   tfp_glow.initialize(dist, x)
@@ -314,7 +282,7 @@ def test_actnorm_init_identity_skips_data_dependent_init():
   for a in actnorms:
     np.testing.assert_array_equal(a.bias.numpy(), 0, err_msg=a.label)
     np.testing.assert_array_equal(a.log_scale.numpy(), 0, err_msg=a.label)
-  x = _init_batch(SMALL)
+  x = init_batch(SMALL)
   # validate_args: log_prob runs without an initialize() call.
   assert np.all(np.isfinite(dist.log_prob(x).numpy()))
   values = [v.numpy().copy() for v in dist.variables]
@@ -404,14 +372,8 @@ def conditional_dist():
   return dist
 
 
-def _x(n=3, seed=0, dtype=tf.float32, shape=SMALL):
-  return tf.constant(np.random.default_rng(seed).uniform(-0.5, 0.5,
-                                                         [n] + list(shape)),
-                     dtype)
-
-
 def test_labels_change_log_prob(conditional_dist):
-  x = _x()
+  x = random_images()
   lps = [conditional_dist.log_prob(tf.identity(x), bijector_kwargs={
       'labels': tf.constant([c] * 3)}).numpy() for c in range(3)]
   for i in range(3):
@@ -438,18 +400,18 @@ def test_labels_change_log_prob(conditional_dist):
 ])
 def test_bad_labels_raise(conditional_dist, labels, match):
   with pytest.raises(tf.errors.InvalidArgumentError, match=match):
-    conditional_dist.log_prob(_x(), bijector_kwargs={'labels': labels})
+    conditional_dist.log_prob(random_images(), bijector_kwargs={'labels': labels})
 
 
 def test_float_labels_raise(conditional_dist):
   with pytest.raises(TypeError, match='integers'):
-    conditional_dist.log_prob(_x(), bijector_kwargs={'labels': [0., 1., 2.]})
+    conditional_dist.log_prob(random_images(), bijector_kwargs={'labels': [0., 1., 2.]})
 
 
 def test_out_of_range_label_under_xla_is_nan(conditional_dist):
   fn = tf.function(lambda x, l: conditional_dist.log_prob(
       x, bijector_kwargs={'labels': l}), jit_compile=True)
-  out = fn(_x(), tf.constant([0, 7, 1])).numpy()
+  out = fn(random_images(), tf.constant([0, 7, 1])).numpy()
   assert np.isfinite(out[0]) and np.isfinite(out[2])
   assert np.isnan(out[1])
 
@@ -457,25 +419,25 @@ def test_out_of_range_label_under_xla_is_nan(conditional_dist):
 def test_labels_for_unconditional_model_raise():
   glow = gb.Glow(seed=0, **glow_kwargs())
   with pytest.raises(ValueError, match='labels.*unconditional'):
-    glow.inverse(_x(), labels=tf.constant([0, 1, 2]))
+    glow.inverse(random_images(), labels=tf.constant([0, 1, 2]))
   with pytest.raises(ValueError, match='labels.*unconditional'):
     tfp_glow.sample(glow, 2, labels=[0, 1])
 
 
 def test_missing_labels_raise(conditional_dist):
   with pytest.raises(ValueError, match=r'num_classes=3.*labels'):
-    conditional_dist.log_prob(_x())
+    conditional_dist.log_prob(random_images())
   with pytest.raises(ValueError, match=r'num_classes=3.*labels'):
     tfp_glow.sample(conditional_dist, 2)
   with pytest.raises(ValueError, match=r'num_classes=3.*labels'):
-    tfp_glow.initialize(gb.Glow(seed=0, **glow_kwargs(num_classes=3)), _x())
+    tfp_glow.initialize(gb.Glow(seed=0, **glow_kwargs(num_classes=3)), random_images())
 
 
 def test_classifier_trains_from_cross_entropy(conditional_dist):
   glow = tfp_glow.get_glow(conditional_dist)
   labels = tf.constant([0, 1, 2])
   with tf.GradientTape() as tape:
-    parts = glow.log_prob_parts(_x(), labels)
+    parts = glow.log_prob_parts(random_images(), labels)
     z_top = parts.z_top
     assert z_top.shape.as_list() == [3] + list(glow.latent_shapes[-1])
     logits = glow.class_logits(z_top)
@@ -509,7 +471,7 @@ def test_log_prob_compiled_dynamic_batch(dtype, jit):
   log_prob = tf.function(dist.log_prob, jit_compile=jit, input_signature=[
       tf.TensorSpec([None] + list(SMALL), dtype)])
   for n in (3, 5):
-    x = _x(n, seed=n, dtype=dtype)
+    x = random_images(n, seed=n, dtype=dtype)
     got = log_prob(x).numpy()
     assert got.shape == (n,)
     np.testing.assert_allclose(got, dist.log_prob(tf.identity(x)).numpy(), **tol)
@@ -549,29 +511,6 @@ def test_sample_under_xla_is_the_flow_of_its_noise():
   np.testing.assert_allclose(eps, noise, rtol=1e-4, atol=1e-4)
 
 
-class _CountingWrapper(tf.Module):
-
-  def __init__(self, net):
-    super().__init__(name='counting_wrapper')
-    self.net = net
-    self.calls = 0
-
-  def __call__(self, x):
-    self.calls += 1
-    return self.net(x)
-
-
-def _counting_dist():
-  dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0)
-  harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
-  wrappers = []
-  for level_steps in tfp_glow.get_glow(dist).steps:
-    for _, _, cp in level_steps:
-      cp.network = _CountingWrapper(cp.network)
-      wrappers.append(cp.network)
-  return dist, wrappers
-
-
 @pytest.mark.parametrize('what, mode', [
     ('log_prob', 'eager'),
     ('log_prob', 'tf.function'),
@@ -579,8 +518,8 @@ def _counting_dist():
     ('sample', 'eager'),
 ])
 def test_each_network_runs_once(what, mode):
-  dist, wrappers = _counting_dist()
-  x = _x()
+  dist, wrappers = counting_dist()
+  x = random_images()
   ops = {'log_prob': lambda: dist.log_prob(x),
          'sample_and_log_prob': lambda: dist.experimental_sample_and_log_prob(
              2, seed=(1, 2)),
@@ -684,7 +623,7 @@ def test_wrong_image_shape_at_call():
 def test_bits_per_dim_vs_numpy(n_bins):
   dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, dtype=tf.float64)
   harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
-  x = _x(4, dtype=tf.float64)
+  x = random_images(4, dtype=tf.float64)
   log_prob = dist.log_prob(x).numpy()
   bpd = tfp_glow.bits_per_dim(dist.log_prob(tf.identity(x)), SMALL,
                               n_bins=n_bins).numpy()
@@ -710,7 +649,7 @@ def test_bits_per_dim_known_values():
 def test_encode_decode_round_trip(dtype):
   dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0, dtype=dtype)
   harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
-  x = _x(3, dtype=dtype)
+  x = random_images(3, dtype=dtype)
   eps = tfp_glow.encode(dist, x)
   assert eps.shape.as_list() == [3, 32]
   x_again = tfp_glow.decode(dist, eps)
@@ -751,12 +690,12 @@ def test_checkpoint_restore_is_not_reinitialised(tmp_path):
   harness.perturb(tfp_glow.get_glow(dist), 0, 0.1)
   for an in tfp_glow.get_glow(dist).actnorms():
     an.initialized.assign(0.0)
-  tfp_glow.initialize(dist, _init_batch(SMALL, 0))
+  tfp_glow.initialize(dist, init_batch(SMALL, 0))
   path = tf.train.Checkpoint(model=dist).save(str(tmp_path / 'ckpt'))
   fresh = tfp_glow.glow_distribution(**glow_kwargs(), seed=1)  # other init
   tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
-  assert tfp_glow.initialize(fresh, _init_batch(SMALL, 1)) == 0
-  x = _x()
+  assert tfp_glow.initialize(fresh, init_batch(SMALL, 1)) == 0
+  x = random_images()
   np.testing.assert_allclose(fresh.log_prob(x).numpy(),
                              dist.log_prob(tf.identity(x)).numpy(), rtol=1e-6)
 
@@ -814,7 +753,7 @@ def test_one_level_flow_as_a_plain_chain(mode):
 
   wrappers = []
   for _, _, cp in glow.steps[0]:
-    cp.network = _CountingWrapper(cp.network)
+    cp.network = CountingWrapper(cp.network)
     wrappers.append(cp.network)
   x = tf.random.stateless_uniform([3, 4, 4, 2], seed=[1, 2], minval=-0.5,
                                   maxval=0.5)
@@ -870,212 +809,3 @@ def test_dist_sample_and_graph_sampling_refuse_non_finite_images():
       tfd.Sample(tfd.Normal(0., 1e30), [glow.latent_size]), glow)
   with pytest.raises(FloatingPointError, match='not finite'):
     big.sample(2, seed=(1, 2))
-
-# --- memory-saving backprop by inversion (backprop='invert') ------------------------
-
-
-# (dtype, Glow options): every coupling and permutation, the priors' options,
-# uneven splits, float32, and bfloat16 networks.
-INVERT_CASES = {
-    'affine_conv_f64': (tf.float64, dict()),
-    'affine_conv_lu_f64': (tf.float64, dict(permutation='conv_lu')),
-    'affine_shuffle_f64': (tf.float64, dict(permutation='shuffle')),
-    'affine_reverse_f64': (tf.float64, dict(permutation='reverse')),
-    'additive_conv_f64': (tf.float64, dict(coupling='additive')),
-    'additive_conv_lu_learn_top_classes_f64': (tf.float64, dict(
-        coupling='additive', permutation='conv_lu', learn_top=True,
-        num_classes=3)),
-    'additive_shuffle_split_quarter_f64': (tf.float64, dict(
-        coupling='additive', permutation='shuffle', split_fraction=0.25)),
-    'affine_conv_f32': (tf.float32, dict()),
-    'affine_reverse_learn_top_classes_f32': (tf.float32, dict(
-        permutation='reverse', learn_top=True, num_classes=3)),
-}
-
-
-def _invert_factories(**kw):
-  kw = glow_kwargs(**kw)
-  return (lambda dt: gb.Glow(seed=0, dtype=dt, backprop='store', **kw),
-          lambda dt: gb.Glow(seed=0, dtype=dt, backprop='invert', **kw))
-
-
-@pytest.mark.parametrize('case', list(INVERT_CASES))
-def test_invert_gradients_equal_store(case):
-  """Gradients to the images and to every variable: 'invert' == 'store'
-  (float64 to 1e-10, float32 to 1e-4, relative to each gradient's max)."""
-  dtype, kw = INVERT_CASES[case]
-  store, inverted = _invert_factories(**kw)
-  harness.check_invert_gradients(store, glow_config(dtype, **kw), inverted)
-
-
-def test_invert_gradients_bfloat16_networks():
-  """bfloat16 networks: the recomputation rounds a rebuilt input (float32
-  rounding away from the original) to bfloat16, which can land on the
-  neighbouring bfloat16 value; measured difference ~1e-4, bound 2e-3."""
-  kw = dict(compute_dtype=tf.bfloat16)
-  factories = [lambda dt, b=b: gb.Glow(seed=0, dtype=dt, backprop=b,
-                                       **glow_kwargs(), **kw)
-               for b in ('store', 'invert')]
-  worst = harness.check_invert_gradients(
-      factories[0], glow_config(tf.float32), factories[1], tol=2e-3)
-  print(f'bfloat16 networks: largest relative difference {worst:.2g}')
-
-
-def test_invert_compiled_dynamic_and_empty_batch():
-  """tf.function (dynamic batch, one trace): the same gradients as 'store'
-  (eager), and an empty batch gives zero gradients, not an error. (XLA, which
-  compiles per batch size, is checked through GlowModel with jit_compile=True
-  in training_test.py.)"""
-  glows = {b: gb.Glow(seed=0, dtype=tf.float64, backprop=b,
-                      **glow_kwargs(num_classes=3, steps_per_level=1))
-           for b in ('store', 'invert')}
-  for glow in glows.values():
-    harness.perturb(glow, 0, 0.1)
-
-  def grad(glow, x, labels):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      loss = -tf.reduce_sum(glow.log_prob_parts(x, labels).log_prob)
-    # (The classifier is not part of log p(x | y): None in both modes.)
-    return [None if g is None else tf.convert_to_tensor(g)
-            for g in tape.gradient(loss, [x] + list(glow.trainable_variables))]
-
-  compiled = tf.function(lambda x, l: grad(glows['invert'], x, l),
-                         input_signature=[tf.TensorSpec([None, 4, 4, 2],
-                                                        tf.float64),
-                                          tf.TensorSpec([None], tf.int32)])
-  x = tf.constant(np.random.default_rng(1).standard_normal([3, 4, 4, 2]))
-  labels = tf.constant([0, 2, 1])
-  for n in (3, 2, 0):
-    want = grad(glows['store'], x[:n], labels[:n])
-    got = compiled(x[:n], labels[:n])
-    for a, b in zip(want, got):
-      assert (a is None) == (b is None)
-      if a is None:
-        continue
-      a, b = a.numpy(), b.numpy()
-      assert a.shape == b.shape
-      np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * max(
-          1.0, float(np.max(np.abs(a))) if a.size else 1.0), err_msg=f'n={n}')
-      if n == 0:
-        assert not np.any(b), 'an empty batch moved a gradient'
-  assert compiled.experimental_get_tracing_count() == 1
-
-
-def test_invert_data_dependent_init_is_the_same():
-  """ActNorm's init runs eagerly without gradients: 'invert' must not change
-  it (it takes the ordinary path)."""
-  values = {}
-  for backprop in ('store', 'invert'):
-    dist = tfp_glow.glow_distribution(**glow_kwargs(), seed=0,
-                                      backprop=backprop)
-    assert tfp_glow.initialize(dist, _init_batch(SMALL, 0)) == 12
-    values[backprop] = [v.numpy() for v in dist.variables]
-  for a, b in zip(values['store'], values['invert']):
-    np.testing.assert_array_equal(a, b)
-
-
-def test_invert_runs_each_network_once_more_in_the_backward_pass():
-  """The coupling fuses rebuild and recompute: one extra network evaluation
-  per coupling (RevNet's ~1.33x), not two."""
-  dist, wrappers = _counting_dist()
-  glow = tfp_glow.get_glow(dist)
-  glow._backprop = 'invert'  # pylint: disable=protected-access
-  with tf.GradientTape() as tape:
-    loss = -tf.reduce_sum(dist.log_prob(_x()))
-  assert [w.calls for w in wrappers] == [1] * len(wrappers)
-  tape.gradient(loss, glow.trainable_variables)
-  assert [w.calls for w in wrappers] == [2] * len(wrappers)
-
-
-def _gradient_graph_ops(backprop, steps_per_level, types):
-  """Op counts (graph + function library) of a traced gradient of log_prob."""
-  from tfp_glow.benchmark import models  # pylint: disable=g-import-not-at-top
-  glow = gb.Glow(seed=0, dtype=tf.float32, backprop=backprop,
-                 **glow_kwargs(steps_per_level=steps_per_level))
-
-  @tf.function
-  def grad(x):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_sum(glow.log_prob_parts(x).log_prob)
-    return tape.gradient(loss, glow.trainable_variables)
-
-  concrete = grad.get_concrete_function(tf.TensorSpec([None] + list(SMALL)))
-  counts = models.count_ops(concrete, types)
-  counts['nodes'] = len(concrete.graph.as_graph_def().node) + sum(
-      len(f.node_def) for f in concrete.graph.as_graph_def().library.function)
-  return counts
-
-
-def test_invert_graph_does_not_grow_with_depth():
-  """Under 'invert' a level's K steps are one step's ops in a tf.while_loop:
-  the convolutions (forward, rebuild/recompute, their gradients) in the
-  traced graph are the same for K=2 and K=5; under 'store' they grow with K.
-  What still grows is a few reads per variable (stacking the parameters)."""
-  types = ['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter', 'While',
-           'StatelessWhile']
-  counts = {(b, k): _gradient_graph_ops(b, k, types)
-            for b in ('store', 'invert') for k in (2, 5)}
-  inv2, inv5 = counts['invert', 2], counts['invert', 5]
-  st2, st5 = counts['store', 2], counts['store', 5]
-  for t in types[:3]:
-    assert inv5[t] == inv2[t] > 0, (t, inv2, inv5)
-    assert st5[t] > st2[t], (t, st2, st5)
-  loops = lambda c: c['While'] + c['StatelessWhile']  # pylint: disable=unnecessary-lambda-assignment
-  assert loops(inv2) == 4 and loops(st2) == 0  # 2 levels x (fwd, bwd)
-  # Per step of flow, the inverted graph adds less than a quarter of what
-  # the unrolled one does (measured: ~110 vs ~450 nodes per step here).
-  assert (inv5['nodes'] - inv2['nodes']) < 0.25 * (st5['nodes'] - st2['nodes'])
-
-
-def test_steps_loop_refuses_steps_that_are_not_copies():
-  from tfp_glow.bijectors import invert  # pylint: disable=g-import-not-at-top
-  steps = [(gb.ActNorm(2), gb.InvertibleConv1x1(2, seed=1)),
-           (gb.ActNorm(2), gb.ChannelReverse(2))]
-  with pytest.raises(ValueError, match='copies of one another.*step 1'):
-    tf.function(lambda x: invert.steps_inverse_by_inversion(steps, x))(
-        tf.zeros([1, 2, 2, 2]))
-
-
-class _ListHeldScale(gb.ActNorm):
-  """An ActNorm that also multiplies by a variable kept in a list, where the
-  loop cannot substitute it (a hypothetical user component)."""
-
-  def __init__(self, channels):
-    super().__init__(channels)
-    self.extra = [tf.Variable(2.0)]
-
-  def _transform(self, x, inverse, **kwargs):
-    y, ldj = super()._transform(x, inverse, **kwargs)
-    return y * self.extra[0], ldj
-
-
-def test_steps_loop_refuses_a_variable_outside_its_layout():
-  """Silently reusing step 0's variable for every step would be a wrong
-  number: the loop refuses, naming the variable."""
-  from tfp_glow.bijectors import invert  # pylint: disable=g-import-not-at-top
-  steps = [(_ListHeldScale(2),) for _ in range(3)]
-  for (bij,) in steps:
-    bij.initialize(tf.ones([1, 2, 2, 2]))
-  with pytest.raises(ValueError, match='forward pass.*cannot be looped'):
-    tf.function(lambda x: invert.steps_inverse_by_inversion(steps, x))(
-        tf.ones([1, 2, 2, 2]))
-
-
-@pytest.mark.parametrize('dtype, bound', [(tf.float64, 1e-12),
-                                          (tf.float32, 1e-5)])
-def test_reconstruction_errors_per_depth(dtype, bound):
-  glow = gb.Glow(seed=0, dtype=dtype, backprop='invert',
-                 **glow_kwargs(image_shape=MEDIUM, steps_per_level=4))
-  harness.perturb(glow, 0, 0.1)
-  x = tf.constant(np.random.default_rng(1).uniform(-0.5, 0.5, [4, 8, 8, 3]),
-                  dtype)
-  errors = glow.reconstruction_errors(x)
-  assert [e.shape for e in errors] == [(4,), (4,)]
-  worst = max(float(np.max(e)) for e in errors)
-  assert worst < bound, errors
-
-
-def test_bad_backprop_raises():
-  with pytest.raises(ValueError, match="backprop.*'checkpoint'"):
-    gb.Glow(backprop='checkpoint', **glow_kwargs())

@@ -401,7 +401,8 @@ def _gradient_of(bij, cfg, kw, x, through, compiled=False):
       None if g is None else g.numpy() for g in grads]
 
 
-def check_invert_gradients(factory, cfg, invert_factory=None, tol=None):
+def check_invert_gradients(factory, cfg, invert_factory=None, tol=None,
+                           modes=('eager', 'graph')):
   """Gradients by inversion equal those of ordinary autodiff.
 
   A component (`invert_factory=None`): the same bijector through
@@ -409,6 +410,8 @@ def check_invert_gradients(factory, cfg, invert_factory=None, tol=None):
   A whole Glow: `factory` builds it with `backprop='store'`,
   `invert_factory` with `backprop='invert'` (same seed, same perturbation),
   and the scalar weighs its latent `eps` and its `ildj` (priors included).
+  `modes`: 'eager' and/or 'graph' (a tf.function), each compared with
+  'store' run the same way.
   Every gradient must agree to `tol` (default `invert_tol(cfg.dtype)`)
   relative to its max-abs, and be None in both or in neither. Returns the
   largest relative difference.
@@ -433,7 +436,7 @@ def check_invert_gradients(factory, cfg, invert_factory=None, tol=None):
   # their steps (`invert.steps_inverse_by_inversion`); each against 'store'
   # run the same way (a graph may pick other kernels, e.g. oneDNN's fused
   # bfloat16 ones, which round differently).
-  for how in ('eager', 'graph'):
+  for how in modes:
     value_a, names, store = _gradient_of(store_bij, cfg, kw, x, plain,
                                          compiled=how == 'graph')
     value_b, _, inv = _gradient_of(invert_bij, cfg, kw, x, inverted,

@@ -152,6 +152,7 @@ def test_every_command_runs_as_written(tmp_path):
   assert (tmp_path / 'runs/digits/export/1/saved_model.pb').exists()
   assert 'Result for output key log_prob' in text
   assert 'Result for output key images' in text  # the sample signature ran
+  assert re.search(r"^\| float32 \| .* \|$", text, re.M), text[-5000:]  # numerics
   # The programs (bin/) print no "failed call to cuInit" on a machine without a
   # GPU (issue 15.7); saved_model_cli and plain Python are TensorFlow's own.
   programs = outputs[runnable.index(('sh', training))]

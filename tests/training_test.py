@@ -332,7 +332,7 @@ def test_fit_with_invert_backprop_gives_the_store_weights():
   """
   weights = {}
   for backprop in ('store', 'invert'):
-    dist = tfp_glow.glow_distribution(SHAPE, levels=2, steps_per_level=2,
+    dist = tfp_glow.glow_distribution(SHAPE, levels=1, steps_per_level=2,
                                       hidden_width=8, learn_top=True,
                                       num_classes=10, seed=0,
                                       backprop=backprop)
