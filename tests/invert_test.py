@@ -81,7 +81,7 @@ def test_invert_compiled_dynamic_and_empty_batch():
   compiles per batch size, is checked through GlowModel with jit_compile=True
   in training_test.py.)"""
   glows = {b: gb.Glow(seed=0, dtype=tf.float64, backprop=b,
-                      **glow_kwargs(num_classes=3, steps_per_level=1))
+                      **glow_kwargs(num_classes=3, steps_per_level=3))
            for b in ('store', 'invert')}
   for glow in glows.values():
     harness.perturb(glow, 0, 0.1)
