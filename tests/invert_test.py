@@ -51,7 +51,15 @@ EAGER_TOO = ('affine_conv_f64', 'additive_conv_lu_learn_top_classes_f64',
              'affine_conv_f32')
 
 
-@pytest.mark.parametrize('case', list(INVERT_CASES))
+# Cases whose options the others also cover (reverse, shuffle, additive):
+# in the slow set, which .ci/run runs too, to keep the default run short.
+COVERED_ELSEWHERE = ('affine_reverse_f64', 'affine_shuffle_f64',
+                     'additive_conv_f64')
+
+
+@pytest.mark.parametrize('case', [
+    pytest.param(c, marks=pytest.mark.slow) if c in COVERED_ELSEWHERE else c
+    for c in INVERT_CASES])
 def test_invert_gradients_equal_store(case):
   """Gradients to the images and to every variable: 'invert' == 'store'
   (float64 to 1e-10, float32 to 1e-4, relative to each gradient's max)."""
