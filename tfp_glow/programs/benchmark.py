@@ -319,22 +319,10 @@ def main(argv):
   t_start = time.perf_counter()
   if FLAGS.inversion_numerics:
     results = _inversion_numerics(FLAGS.inversion_numerics)
-    results['wall_s'] = time.perf_counter() - t_start
-    table = inversion.render(results['numerics'], results['model_dir'])
-    print()
-    print(table)
-    print(f"\nTotal wall time {results['wall_s']:.0f} s.")
-    report.write(results, table, FLAGS.json_out, FLAGS.markdown_out)
-    return 0
+    return _finish(results, t_start, lambda r: inversion.render(
+        r['numerics'], r['model_dir']))
   if FLAGS.memory_table:
-    results = _memory_table(cfg)
-    results['wall_s'] = time.perf_counter() - t_start
-    table = report.render(results)
-    print()
-    print(table)
-    print(f"\nTotal wall time {results['wall_s']:.0f} s.")
-    report.write(results, table, FLAGS.json_out, FLAGS.markdown_out)
-    return 0
+    return _finish(_memory_table(cfg), t_start)
   options = _options()
   # One tf.function per (library, op, mode) is by design: no retracing noise.
   tf.get_logger().setLevel('ERROR')
@@ -354,9 +342,14 @@ def main(argv):
         lambda lib, mode: _rss_child_command(cfg, lib, mode),
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   results['this_process_peak_rss_mb'] = memory.peak_rss_mb()
-  results['wall_s'] = time.perf_counter() - t_start
+  return _finish(results, t_start)
 
-  table = report.render(results)
+
+def _finish(results, t_start, render=report.render):
+  """Records the wall time, prints the table and writes --json_out and
+  --markdown_out: the end of every kind of run. Returns the exit code."""
+  results['wall_s'] = time.perf_counter() - t_start
+  table = render(results)
   print()
   print(table)
   print(f"\nTotal wall time {results['wall_s']:.0f} s.")
