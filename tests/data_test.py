@@ -524,3 +524,62 @@ def test_tfds_other_named_datasets(tmp_path, name, shape, split):
   assert images.shape[1:] == shape and images.shape[0] == labels.shape[0] > 0
   assert np.all(np.abs(images.numpy()) <= 0.5)
   assert info.n_bins == 256
+
+
+# --------------------------------------------------------------------------------------
+# 'photos': patches of the photos scikit-learn and matplotlib ship
+
+
+def test_photos_splits_sizes_labels_and_no_shared_pixels():
+  from tfp_glow.data import photos  # pylint: disable=g-import-not-at-top
+  sets = {s: photos.photo_patches(s) for s in ('train', 'validation', 'test')}
+  assert {s: len(v[0]) for s, v in sets.items()} == {
+      'train': 5746, 'validation': 1014, 'test': 1014}
+  for images, labels in sets.values():
+    assert images.shape[1:] == (32, 32, 3) and images.dtype == np.uint8
+    assert set(labels.tolist()) == {0, 1, 2}
+  full = photos.photo_patches('train_full')[0]
+  np.testing.assert_array_equal(full, np.concatenate([sets['train'][0],
+                                                      sets['validation'][0]]))
+  # Independently of the module's block bookkeeping: find every patch's position in
+  # its photo by brute force on a subsample and mark the pixels each split covers;
+  # the held-out pixels must never be covered by a training patch.
+  photo = photos._read_rgb(photos.photo_paths()[2])  # pylint: disable=protected-access
+  h, w = photo.shape[:2]
+  windows = np.lib.stride_tricks.sliding_window_view(photo, (32, 32, 3))[..., 0, :, :, :]
+  covered = {}
+  for split, (images, labels) in sets.items():
+    mask = np.zeros((h, w), bool)
+    for patch in images[labels == 2][::7]:
+      ys, xs = np.nonzero(np.all(windows[:, :, 0, 0] == patch[0, 0], axis=-1))
+      hits = [(y, x) for y, x in zip(ys, xs) if np.array_equal(windows[y, x], patch)]
+      assert hits, 'a patch that is not in its photo'
+      for y, x in hits:
+        mask[y:y + 32, x:x + 32] = True
+    covered[split] = mask
+  assert not (covered['train'] & covered['test']).any()
+  assert not (covered['train'] & covered['validation']).any()
+  assert not (covered['validation'] & covered['test']).any()
+
+
+def test_photos_load_image_size_n_bits_and_determinism():
+  ds, info = data.load('photos', 'test', batch_size=50, shuffle=False, seed=3)
+  assert (info.image_shape, info.n_bins, info.num_examples, info.num_classes) == (
+      (32, 32, 3), 256, 1014, 3)
+  a, b = next(iter(ds)).numpy(), next(iter(ds)).numpy()
+  np.testing.assert_array_equal(a, b)
+  assert a.min() >= -0.5 and a.max() < 0.5
+  small, info16 = data.load('photos', 'validation', image_size=16, n_bits=5,
+                            batch_size=8, shuffle=False, dequantize=False)
+  assert info16.image_shape == (16, 16, 3) and info16.n_bins == 32
+  bins = (next(iter(small)).numpy() + 0.5) * 32 - 0.5
+  np.testing.assert_allclose(bins, np.round(bins), atol=1e-4)
+  # 16x16 patches are the 32x32 ones averaged, not other photos: means agree.
+  from tfp_glow.data import photos  # pylint: disable=g-import-not-at-top
+  big = photos.photo_patches('validation')[0][:8].astype(np.float64)
+  half = photos.photo_patches('validation', image_size=16)[0][:8].astype(np.float64)
+  np.testing.assert_allclose(half.mean(axis=(1, 2)), big.mean(axis=(1, 2)), atol=3.0)
+  with pytest.raises(ValueError, match='at most 32'):
+    data.load('photos', 'train', image_size=64)
+  with pytest.raises(ValueError, match="split 'nope'"):
+    data.load('photos', 'nope')

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfp_glow.data.digits import _load_digits
 from tfp_glow.data.folder import load_folder
+from tfp_glow.data.photos import _load_photos
 from tfp_glow.data.pipeline import DEFAULT_VALIDATION_FRACTION
 from tfp_glow.data.pipeline import FOLDER_PREFIX
 from tfp_glow.data.pipeline import SPLITS
@@ -127,6 +128,9 @@ def load(name: str,
   if name == 'digits':
     return _load_digits(split, n_bits=n_bits, image_size=image_size,
                         validation_fraction=validation_fraction, shuffle=shuffle,
+                        seed=seed, with_labels=with_labels, **tail)
+  if name == 'photos':
+    return _load_photos(split, n_bits=n_bits, image_size=image_size, shuffle=shuffle,
                         seed=seed, with_labels=with_labels, **tail)
   return _load_tfds(name, split, data_dir=data_dir, download=download, n_bits=n_bits,
                     image_size=image_size, with_labels=with_labels,

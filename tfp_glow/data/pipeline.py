@@ -30,6 +30,7 @@ __all__ = [
 
 DATASETS = (
     'digits',
+    'photos',
     'mnist',
     'cifar10',
     'svhn_cropped',
@@ -163,6 +164,13 @@ def _fixed_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
   perm = np.random.default_rng(seed).permutation(n)
   n_held = int(round(fraction * n))
   return np.sort(perm[n_held:]), np.sort(perm[:n_held])
+
+
+def resize_uint8(images: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+  """uint8 images (`[H, W, C]` or `[N, H, W, C]`) resized to `size`: bilinear with
+  antialiasing (so a downscale averages, never aliases), rounded back to uint8."""
+  resized = tf.image.resize(images, size, method='bilinear', antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
 def _from_arrays(images: np.ndarray, labels: np.ndarray | None) -> tf.data.Dataset:

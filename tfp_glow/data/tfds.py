@@ -18,6 +18,7 @@ from tfp_glow.data.pipeline import _check_image_size
 from tfp_glow.data.pipeline import _finish
 from tfp_glow.data.pipeline import _unknown_name_error
 from tfp_glow.data.pipeline import n_bins_for
+from tfp_glow.data.pipeline import resize_uint8
 from tfp_glow.data.quantize import reduce_bits
 
 __all__ = ['MAX_MEMORY_CACHE_BYTES']
@@ -56,11 +57,6 @@ def _centre_crop(image: tf.Tensor, target_hw: tuple[int, int] | None,
     ch = tf.minimum(h, (w * th) // tw)
     cw = tf.minimum(w, (h * tw) // th)
   return tf.image.crop_to_bounding_box(image, (h - ch) // 2, (w - cw) // 2, ch, cw)
-
-
-def _resize_uint8(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-  resized = tf.image.resize(image, size, method='bilinear', antialias=True)
-  return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
 
 def _tfds_missing_message(name: str, data_dir_root: Any, cause: BaseException | None):
@@ -161,7 +157,7 @@ def _load_tfds(name, split, *, data_dir, download, n_bits, image_size, with_labe
     image = ex['image']
     if needs_crop:
       image = _centre_crop(image, size, crop_side)
-      image = _resize_uint8(image, size)
+      image = resize_uint8(image, size)
       image = tf.ensure_shape(image, image_shape)
     image = reduce_bits(image, n_bits)
     label = tf.cast(ex['label'], tf.int64) if has_label else tf.constant(-1, tf.int64)
