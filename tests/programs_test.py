@@ -535,3 +535,41 @@ def test_inversion_numerics_of_a_trained_model(model_dir, tmp_path):
   assert 0 < f32['reconstruction_max'] < 1e-4
   assert f32['gradient_global'] < 1e-3
   assert f32['invert_vs_float64_store']['global_error'] < 1e-2
+
+
+@pytest.mark.slow
+def test_time_budget_ends_near_zero_learning_rate(tmp_path):
+  """--time_limit with the default (linear) schedule: the decay is fitted to the
+  clock, so the run stops with the learning rate near zero, and reports the test
+  bits/dim of the best checkpoint."""
+  model_dir = str(tmp_path / 'run')
+  rc, out = run('train', f'--model_dir={model_dir}', '--epochs=10000',
+                '--steps_per_epoch=20', *TINY, '--time_limit=0.5', '--nojit_compile',
+                '--compute_dtype=float32', '--sample_every=100000')
+  assert rc == 0, out
+  assert 'Coupling networks in float32' in out, out
+  with open(os.path.join(model_dir, 'results.json')) as f:
+    results = json.load(f)
+  schedule = results['learning_rate_schedule']
+  assert results['stopped_by_time_limit'] is True
+  assert schedule['budget'] == 'time_limit' and schedule['decay'] == 'linear'
+  assert schedule['steps_run'] == results['steps_run'] > 100, results
+  assert schedule['peak_learning_rate'] == 3e-3
+  assert 0 <= schedule['final_learning_rate'] <= 0.1 * 3e-3, schedule
+  assert abs(schedule['total_steps'] - results['steps_run']) <= 0.1 * results['steps_run']
+  assert len(schedule['total_steps_estimates']) >= 2
+  assert results['weights'] == 'best' and math.isfinite(results['test_bpd'])
+
+
+@pytest.mark.slow
+def test_a_run_that_failed_before_training_does_not_hold_its_folder(tmp_path):
+  """Issue 21.1: --levels=4 cannot work on 8x8 images; the folder it was given
+  is then free for a run with another architecture."""
+  model_dir = str(tmp_path / 'run')
+  rc, out = run('train', f'--model_dir={model_dir}', '--levels=4', '--epochs=1')
+  assert rc == 2 and 'Traceback' not in out, out
+  rc, out = run('train', f'--model_dir={model_dir}', '--epochs=1', *TINY,
+                '--nojit_compile')
+  assert rc == 0 and 'different model' not in out, out
+  with open(os.path.join(model_dir, 'config.json')) as f:
+    assert json.load(f)['model']['levels'] == 2

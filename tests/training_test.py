@@ -511,3 +511,106 @@ def test_all_finite_checks_every_float_variable():
   assert not callbacks.all_finite(
       {}, good + [keras.Variable(np.array([np.nan], np.float32))])
   assert not callbacks.all_finite({}, [np.array([np.nan])])
+
+
+# --------------------------------------------------------------------------------------
+# The learning-rate budget (issue 19): warmup, decay to zero at the end of the budget
+
+
+def _reference_lr(step, peak, warmup, total, decay):
+  """The schedule written out on its own, in float64, from its definition."""
+  lr = peak * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+  if total is None or decay == 'constant':
+    return lr
+  u = min(1.0, max(0.0, (step - warmup) / max(total - warmup, 1)))
+  return lr * ((1 - u) if decay == 'linear' else 0.5 * (1 + math.cos(math.pi * u)))
+
+
+@pytest.mark.parametrize('decay', ['linear', 'cosine', 'constant'])
+def test_schedule_warms_up_then_decays_to_zero_at_the_budget(decay):
+  schedule = tfp_glow.WarmupSchedule(2e-3, 10, total_steps=110, decay=decay)
+  for step in (0, 4, 9, 10, 37, 60, 109, 110, 500):
+    np.testing.assert_allclose(schedule.value(step),
+                               _reference_lr(step, 2e-3, 10, 110, decay),
+                               rtol=1e-5, atol=1e-9)
+  if decay != 'constant':
+    assert schedule.value(110) == 0.0 and schedule.value(109) < 2e-3 * 0.02
+  else:
+    assert schedule.value(500) == pytest.approx(2e-3) and schedule.total_steps is None
+  # The old two-argument form is the constant schedule it always was.
+  assert tfp_glow.WarmupSchedule(1e-3, 5).value(1000) == pytest.approx(1e-3)
+
+
+def test_schedule_total_is_read_by_a_compiled_step_without_retracing():
+  schedule = tfp_glow.WarmupSchedule(1e-3, 0, total_steps=100)
+  traces = []
+
+  @tf.function(jit_compile=True)
+  def rate(step):
+    traces.append(1)
+    return schedule(step)
+
+  np.testing.assert_allclose(rate(tf.constant(50)).numpy(), 5e-4, rtol=1e-6)
+  schedule.set_total_steps(200)
+  np.testing.assert_allclose(rate(tf.constant(50)).numpy(), 7.5e-4, rtol=1e-6)
+  assert len(traces) == 1
+  with pytest.raises(ValueError, match='no total to set'):
+    tfp_glow.WarmupSchedule(1e-3, 0).set_total_steps(10)
+  with pytest.raises(ValueError, match="decay must be one of"):
+    tfp_glow.WarmupSchedule(1e-3, 0, 10, decay='step')
+
+
+def test_time_budget_estimates_the_step_where_time_runs_out(monkeypatch):
+  """A fake clock at 0.5 s a step after 3 slow (compiling) steps, a 2-minute budget
+  counted from t=0: the estimate must be where the clock reaches 120 s."""
+  now = [0.0]
+  monkeypatch.setattr(callbacks.time, 'monotonic', lambda: now[0])
+  schedule = tfp_glow.WarmupSchedule(1e-3, 0, total_steps=10_000)
+  budget = callbacks.TimeBudget(schedule, 2.0, start=0.0, max_steps=10_000,
+                                update_every=5, skip_steps=3)
+  budget.set_model(types.SimpleNamespace(
+      optimizer=types.SimpleNamespace(iterations=tf.Variable(0, dtype=tf.int64))))
+  budget.on_train_begin()
+  now[0] = 10.0  # build and compile
+  for step in range(1, 60):
+    now[0] += 5.0 if step <= 3 else 0.5
+    budget.on_train_batch_end(step - 1)
+  # After step 59 (t = 10 + 15 + 56 * 0.5 = 53 s): 67 s left at 0.5 s a step.
+  assert budget.steps == 59
+  last_update = 58  # updates every 5 steps after the 3rd: 8, 13, ..., 58
+  t = 10 + 15 + (last_update - 3) * 0.5
+  assert schedule.total_steps == pytest.approx(last_update + (120 - t) / 0.5)
+  budget.on_train_end()
+  assert budget.estimates[-1] == (59, pytest.approx(schedule.total_steps, abs=0.05))
+  # The --epochs budget caps the estimate.
+  capped = callbacks.TimeBudget(schedule, 60.0, start=0.0, max_steps=300,
+                                update_every=1, skip_steps=1)
+  capped.set_model(budget.model)
+  capped.on_train_begin()
+  for step in range(3):
+    now[0] += 0.5
+    capped.on_train_batch_end(step)
+  assert schedule.total_steps == 300
+  with pytest.raises(TypeError, match='set_total_steps'):
+    callbacks.TimeBudget(object(), 1.0)
+
+
+def test_compute_dtype_auto_follows_the_hardware(tmp_path, monkeypatch):
+  from tfp_glow.keras import precision  # pylint: disable=g-import-not-at-top
+  with_bf16 = tmp_path / 'bf16'
+  with_bf16.write_text('processor : 0\nflags : fpu sse2 avx512f avx512_bf16 amx_tile\n')
+  without = tmp_path / 'plain'
+  without.write_text('processor : 0\nflags : fpu sse2 avx2\n')
+  monkeypatch.delenv('TFP_GLOW_COMPUTE_DTYPE', raising=False)
+  dtype, why = precision.resolve_compute_dtype('auto', cpuinfo=str(with_bf16))
+  assert dtype == 'bfloat16' and 'avx512_bf16' in why
+  dtype, why = precision.resolve_compute_dtype('auto', cpuinfo=str(without))
+  assert dtype == 'float32' and 'none of' in why
+  assert precision.resolve_compute_dtype('float32', cpuinfo=str(with_bf16))[0] == 'float32'
+  monkeypatch.setenv('TFP_GLOW_COMPUTE_DTYPE', 'float32')
+  assert precision.resolve_compute_dtype('auto', cpuinfo=str(with_bf16))[0] == 'float32'
+  monkeypatch.setenv('TFP_GLOW_COMPUTE_DTYPE', 'half')
+  with pytest.raises(ValueError, match='TFP_GLOW_COMPUTE_DTYPE'):
+    precision.resolve_compute_dtype('auto')
+  with pytest.raises(ValueError, match="compute_dtype must be one of"):
+    precision.resolve_compute_dtype('float16')

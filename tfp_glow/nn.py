@@ -83,10 +83,13 @@ class GlowNetwork(tf.Module):
 
   Input `[N, H, W, in_channels]`, output `[N, H, W, out_channels]`.
 
+  Each ActNorm is folded into the convolution before it (`(conv(h, k) + b) * s =
+  conv(h, k * s) + b * s`, computed in the variables' dtype), so a hidden layer
+  is one fused Conv2D + BiasAdd + Relu; the data-dependent init runs the
+  unfolded path, which reads each ActNorm's input.
+
   `compute_dtype=tf.bfloat16` is the mixed-precision option: the three
-  convolutions and the hidden activations run in bfloat16 (each ActNorm folded
-  into the convolution before it, in float32: `(conv(h, k) + b) * s =
-  conv(h, k * s) + b * s`), while the variables, the output's bias and gain,
+  convolutions and the hidden activations run in bfloat16, while the variables, the output's bias and gain,
   and everything outside the network (log-dets, 1x1 convolutions, priors) stay
   in the flow's dtype. Exactness of the flow is unaffected: the coupling sees
   the same network output in both directions. The data-dependent init always
@@ -127,18 +130,25 @@ class GlowNetwork(tf.Module):
                           name=f'{name}_zero_conv')
 
   def __call__(self, x):
-    if self.compute_dtype is not None and not ops.init_active():
-      return self._call_reduced_precision(x)
-    h = ops.conv2d(x, self.kernel1)
-    h = tf.nn.relu(self.actnorm1.normalize(h))
-    h = ops.conv2d(h, self.kernel2)
-    h = tf.nn.relu(self.actnorm2.normalize(h))
-    return self.out(h)
+    if ops.init_active():
+      # The data-dependent init reads each ActNorm's input: the unfolded path.
+      h = ops.conv2d(x, self.kernel1)
+      h = tf.nn.relu(self.actnorm1.normalize(h))
+      h = ops.conv2d(h, self.kernel2)
+      h = tf.nn.relu(self.actnorm2.normalize(h))
+      return self.out(h)
+    return self._call_folded(x)
 
-  def _call_reduced_precision(self, x):
-    low = self.compute_dtype
+  def _call_folded(self, x):
+    """The same function with each ActNorm folded into the convolution before it,
+    `(conv(h, k) + b) * s = conv(h, k * s) + b * s` (in the variables' dtype), so
+    each hidden layer is Conv2D + BiasAdd + Relu, which oneDNN runs as one fused
+    kernel (in float32 and bfloat16 alike) instead of a convolution followed by
+    three elementwise passes over the activations (and their gradients)."""
+    low = self.compute_dtype or x.dtype
     h = tf.cast(x, low)
-    # Conv2D + BiasAdd + Relu: the pattern oneDNN runs as one fused kernel.
+    # Glow never hands a network an empty batch (it pads one), so the plain
+    # tf.nn.conv2d is safe here and keeps the pattern the fusion looks for.
     for kernel, actnorm in ((self.kernel1, self.actnorm1),
                             (self.kernel2, self.actnorm2)):
       scale = tf.exp(actnorm.log_scale)

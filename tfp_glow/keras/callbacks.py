@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from tfp_glow.keras import distribute
 
-__all__ = ['Checkpoint', 'Backup', 'TimeLimit', 'SwapEMAWeights', 'resume_epoch',
+__all__ = ['Checkpoint', 'Backup', 'TimeLimit', 'TimeBudget', 'SwapEMAWeights', 'resume_epoch',
            'all_finite',
            'save_weights', 'write_json', 'read_info', 'WEIGHTS_SUFFIX']
 
@@ -365,6 +365,86 @@ class TimeLimit(keras.callbacks.Callback):
   def on_train_end(self, logs=None):
     if not self.stopped and self.start is not None:
       self.elapsed_s = time.monotonic() - self.start
+
+
+class TimeBudget(keras.callbacks.Callback):
+  """Shapes a decaying learning rate to a wall-clock budget.
+
+  With a budget of `minutes` (counted from `start`, a `time.monotonic()` reading,
+  as `TimeLimit` counts), the step at which the rate must reach zero is not known
+  in advance: it is the step count when the time runs out. Every `update_every`
+  steps this callback estimates it from the measured pace,
+
+      total = steps + (60 * minutes - elapsed) / seconds_per_step,
+
+  `seconds_per_step` the wall time per step since the first `skip_steps` steps of
+  this `fit` (compilation and the input pipeline's start excluded; once an epoch
+  has ended, its validation and checkpoints are in the pace too), capped at
+  `max_steps` (the `--epochs` budget), and hands it to the schedule's
+  `set_total_steps` (e.g. `tfp_glow.WarmupSchedule`). So the rate follows the
+  schedule's warmup and decay and reaches (near) zero when `TimeLimit` stops the
+  run. The clock is read on the host once a step; no tensor is fetched.
+
+  Attributes:
+    estimates: `[(step, estimated total steps)]`, one per epoch end and the last.
+    steps: steps taken (optimizer iterations) after the last batch seen.
+  """
+
+  def __init__(self, schedule, minutes, start=None, max_steps=None, update_every=10,
+               skip_steps=5):
+    super().__init__()
+    if not callable(getattr(schedule, 'set_total_steps', None)):
+      raise TypeError('schedule must have set_total_steps (e.g. a '
+                      f'tfp_glow.WarmupSchedule with total_steps), got {schedule!r}.')
+    if isinstance(minutes, bool) or not isinstance(
+        minutes, (int, float)) or not minutes > 0 or not math.isfinite(minutes):
+      raise ValueError(f'minutes must be a number > 0, got {minutes!r}.')
+    self.schedule = schedule
+    self.minutes = float(minutes)
+    self.start = start
+    self.max_steps = max_steps
+    self.update_every = int(update_every)
+    self.skip_steps = int(skip_steps)
+    self.estimates = []
+    self.steps = 0
+    self._seen = 0
+    self._ref = None
+    self._total = None
+
+  def on_train_begin(self, logs=None):
+    if self.start is None:
+      self.start = time.monotonic()
+    self.steps = int(self.model.optimizer.iterations.numpy())  # once, at the start
+    self._seen = 0
+    self._ref = None
+
+  def _estimate(self, now):
+    pace = (now - self._ref[0]) / max(1, self.steps - self._ref[1])
+    remaining = 60.0 * self.minutes - (now - self.start)
+    total = self.steps + max(0.0, remaining) / max(pace, 1e-9)
+    if self.max_steps is not None:
+      total = min(total, float(self.max_steps))
+    return max(total, float(self.steps))
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.steps += 1
+    self._seen += 1
+    now = time.monotonic()
+    if self._seen == self.skip_steps:
+      self._ref = (now, self.steps)
+    elif self._ref is not None and (
+        self._seen - self.skip_steps) % self.update_every == 0:
+      self._total = self._estimate(now)
+      self.schedule.set_total_steps(self._total)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self._total is not None:
+      self.estimates.append((self.steps, round(self._total, 1)))
+
+  def on_train_end(self, logs=None):
+    if self._total is not None and (
+        not self.estimates or self.estimates[-1][0] != self.steps):
+      self.estimates.append((self.steps, round(self._total, 1)))
 
 
 class SwapEMAWeights(keras.callbacks.SwapEMAWeights):

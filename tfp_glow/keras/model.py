@@ -364,30 +364,80 @@ def _register_variables(layer, variables):
       layer._track_variable(v)  # pylint: disable=protected-access
 
 
-class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-  """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then flat.
+DECAYS = ('linear', 'cosine', 'constant')
 
-  Glow without warmup diverges early (OpenAI warms up over 10 epochs).
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then a decay
+  that reaches zero at step `total_steps` (or flat, `decay='constant'`).
+
+      lr(s) = learning_rate * min(1, (s + 1) / warmup_steps) * d(s),
+      u = clip((s - warmup_steps) / (total_steps - warmup_steps), 0, 1),
+      d = 1 - u (linear), (1 + cos(pi u)) / 2 (cosine), 1 (constant).
+
+  Glow without warmup diverges early (OpenAI warms up over 10 epochs). The decay
+  is budgeted training's (Li, Yumer & Ramanan, ICLR 2020: when the budget is fixed in
+  advance, a learning rate decayed linearly to zero exactly at its end beats step
+  and constant schedules at equal compute). `total_steps` is either a number
+  (`--epochs` x steps per epoch) or, for a wall-clock budget, re-estimated as
+  training goes by `tfp_glow.keras.callbacks.TimeBudget` through
+  `set_total_steps` (a variable, so a compiled training step reads the current
+  estimate without being traced again). Without `total_steps` (None) nothing
+  decays, whatever `decay` says.
   """
 
-  def __init__(self, learning_rate, warmup_steps):
-    if learning_rate <= 0:
+  def __init__(self, learning_rate, warmup_steps, total_steps=None,
+               decay='linear'):
+    if not learning_rate > 0:
       raise ValueError(f'learning_rate must be > 0, got {learning_rate}.')
     if warmup_steps < 0:
       raise ValueError(f'warmup_steps must be >= 0, got {warmup_steps}.')
+    if decay not in DECAYS:
+      raise ValueError(f'decay must be one of {list(DECAYS)}, got {decay!r}.')
+    if total_steps is not None and not total_steps >= 1:
+      raise ValueError(f'total_steps must be >= 1 or None, got {total_steps}.')
     self.learning_rate = float(learning_rate)
     self.warmup_steps = int(warmup_steps)
+    self.decay = decay
+    self._total = None
+    if total_steps is not None and decay != 'constant':
+      # A variable that is not the model's (never trained, saved or averaged).
+      self._total = tf.Variable(float(total_steps), trainable=False,
+                                dtype=tf.float32, name='lr_total_steps')
+
+  @property
+  def total_steps(self):
+    """The step at which the rate reaches zero (its current estimate), or None."""
+    return None if self._total is None else float(self._total.numpy())
+
+  def set_total_steps(self, total_steps):
+    if self._total is None:
+      raise ValueError('This schedule does not decay (total_steps=None or '
+                       "decay='constant'); it has no total to set.")
+    self._total.assign(max(1.0, float(total_steps)))
 
   def __call__(self, step):
     step = tf.cast(step, tf.float32)
-    if self.warmup_steps == 0:
-      return tf.constant(self.learning_rate)
-    return self.learning_rate * tf.minimum(1.0, (step + 1.0) /
-                                           self.warmup_steps)
+    lr = tf.constant(self.learning_rate)
+    if self.warmup_steps:
+      lr = lr * tf.minimum(1.0, (step + 1.0) / self.warmup_steps)
+    if self._total is None:
+      return lr
+    total = tf.cast(self._total, tf.float32)
+    u = tf.clip_by_value((step - self.warmup_steps) /
+                         tf.maximum(total - self.warmup_steps, 1.0), 0.0, 1.0)
+    if self.decay == 'linear':
+      return lr * (1.0 - u)
+    return lr * 0.5 * (1.0 + tf.cos(math.pi * u))
+
+  def value(self, step):
+    """The rate at `step` (an int), as a Python float."""
+    return float(self(tf.constant(step)).numpy())
 
   def get_config(self):
     return {'learning_rate': self.learning_rate,
-            'warmup_steps': self.warmup_steps}
+            'warmup_steps': self.warmup_steps,
+            'total_steps': self.total_steps, 'decay': self.decay}
 
 
 class SampleGrid(keras.callbacks.Callback):

@@ -139,11 +139,21 @@ flags.DEFINE_float('time_limit', None,
                    'epoch ends there, is validated and checkpointed, and the test '
                    'bits/dim is reported as usual; results.json says '
                    'stopped_by_time_limit. Not with --strategy=multi_worker.')
-flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
-                  'Precision of the coupling networks\' convolutions. bfloat16 is '
-                  'the mixed-precision option (log-dets, 1x1 convolutions, priors and '
-                  'weights stay float32); fastest without --jit_compile on CPUs with '
-                  'bfloat16 support (docs/BENCHMARKS.md).')
+flags.DEFINE_enum('compute_dtype', 'auto', ['auto', 'float32', 'bfloat16'],
+                  'Precision of the coupling networks\' convolutions. auto (default): '
+                  'bfloat16 where the hardware runs it natively (a CPU with '
+                  'AVX512_BF16 or AMX, a GPU of compute capability >= 8.0), float32 '
+                  'elsewhere; printed and recorded in config.json. Log-dets, 1x1 '
+                  'convolutions, priors and weights stay float32 either way '
+                  '(docs/BENCHMARKS.md: the held-out bits/dim agree within the '
+                  'dequantisation noise).')
+flags.DEFINE_enum('lr_schedule', 'linear', ['linear', 'cosine', 'constant'],
+                  'Learning rate after the warmup: linear (default) or cosine decay '
+                  'to zero at the end of the budget (--epochs x steps per epoch, or '
+                  'the step at which --time_limit runs out, estimated from the '
+                  'measured pace and re-estimated as training goes), or constant '
+                  '(the peak until the end). results.json records the schedule '
+                  'followed.')
 flags.DEFINE_enum('backprop', 'store', ['store', 'invert'],
                   "Gradient through the steps of flow: 'store' keeps every step's "
                   "activations; 'invert' rebuilds them by the inverse in the backward "
@@ -224,13 +234,237 @@ def load_data(config, split, **kwargs):
                      f'{e}') from e
 
 
-def train(model_dir, temperatures):
+def _recipe(translate):
+  recipe = {k: getattr(FLAGS, k) for k in (
+      'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
+      'warmup_epochs', 'lr_schedule', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
+      'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
+      'data_dir', 'translate_prob', 'compute_dtype', 'backprop', 'time_limit')}
+  recipe['translate'] = translate
+  return recipe
+
+
+def load_training_data():
+  """The training split (shape, levels and labels come from it) and the config."""
+  model_flags = dict(dataset=FLAGS.dataset, image_size=FLAGS.image_size,
+                     n_bits=FLAGS.n_bits, levels=FLAGS.levels,
+                     steps_per_level=FLAGS.steps_per_level,
+                     hidden_width=FLAGS.hidden_width, coupling=FLAGS.coupling,
+                     permutation=FLAGS.permutation, learn_top=FLAGS.learn_top,
+                     conditional=FLAGS.conditional)
+  train_split = 'train' if FLAGS.validation else 'train_full'
+  probe = {'model': dict(model_flags, num_classes=1 if FLAGS.conditional else None)}
+  translate = run_dir.resolve_translate(FLAGS.dataset, FLAGS.translate)
+  train_ds, info = load_data(probe, train_split, batch_size=FLAGS.batch_size,
+                             shuffle=True, seed=FLAGS.seed, translate=translate,
+                             translate_prob=FLAGS.translate_prob)
+  try:
+    model_config = run_dir.model_config(info, **model_flags)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  return train_ds, info, {'model': model_config, 'training': _recipe(translate)}
+
+
+def has_training_state(model_dir):
+  """Whether a run in `model_dir` got as far as leaving something to resume or
+  report: a backup, a checkpoint or results.json. A config.json without any of them
+  is from a run that failed before training (it does not hold the folder)."""
+  return (os.path.exists(os.path.join(model_dir, 'backup')) or
+          os.path.exists(os.path.join(model_dir, 'results.json')) or
+          any(os.path.exists(run_dir.checkpoint_path(model_dir, w))
+              for w in ('best', 'latest')))
+
+
+def check_model_dir(model_dir, config):
+  """Refuses a model directory that holds another model; True when it holds this
+  finished run (nothing to do)."""
+  results_path = os.path.join(model_dir, 'results.json')
+  if not (os.path.exists(os.path.join(model_dir, run_dir.CONFIG_NAME)) and
+          has_training_state(model_dir)):
+    return False
+  try:
+    run_dir.check_config(run_dir.read_config(model_dir), config)
+  except ValueError as e:
+    raise UsageError(str(e)) from e
+  if os.path.exists(results_path) and not os.path.exists(
+      os.path.join(model_dir, 'backup')):
+    with open(results_path) as f:
+      results = json.load(f)
+    print(f'{model_dir} holds a finished run (results.json); nothing to do. Use a '
+          f'new --model_dir to train again.\n{json.dumps(results, indent=2)}')
+    return True
+  return False
+
+
+def make_schedule(steps_per_epoch):
+  """The learning-rate schedule: warmup, then the --lr_schedule decay over the
+  --epochs budget (a --time_limit budget is shaped later, by TimeBudget)."""
+  from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
+  warmup = FLAGS.warmup_steps
+  if FLAGS.warmup_epochs is not None:
+    warmup = model_lib.warmup_steps_for(FLAGS.warmup_epochs, steps_per_epoch)
+  total = None
+  if FLAGS.lr_schedule != 'constant':
+    total = FLAGS.epochs * steps_per_epoch
+  return model_lib.WarmupSchedule(FLAGS.learning_rate, warmup, total_steps=total,
+                                  decay=FLAGS.lr_schedule)
+
+
+def build_and_compile(strategy, config, schedule):
+  """The model and its optimizer, inside the strategy's scope."""
+  import keras  # pylint: disable=g-import-not-at-top
+  compute_dtype = config['training']['compute_dtype_used']
+  with strategy.scope():
+    try:
+      model = run_dir.build_model(
+          config['model'], seed=FLAGS.seed, init_batch_size=FLAGS.init_batch_size,
+          class_loss_weight=FLAGS.class_loss_weight,
+          compute_dtype=None if compute_dtype == 'float32' else compute_dtype,
+          backprop=FLAGS.backprop)
+    except ValueError as e:
+      raise UsageError(f'Cannot build the model: {e}') from e
+    optimizer_cls = {'adam': keras.optimizers.Adam,
+                     'adamax': keras.optimizers.Adamax}[FLAGS.optimizer]
+    optimizer = optimizer_cls(learning_rate=schedule, clipnorm=FLAGS.clipnorm,
+                              use_ema=FLAGS.ema, ema_momentum=FLAGS.ema_momentum)
+    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
+  return model
+
+
+def load_validation(config):
+  if not FLAGS.validation:
+    return None
+  validation_ds, val_info = load_data(config, 'validation', batch_size=256,
+                                      shuffle=False, seed=FLAGS.seed + 1)
+  # The same dequantisation noise every epoch, so epochs compare; only when small.
+  if val_info.num_examples * int(math.prod(val_info.image_shape)) * 4 < 2**30:
+    validation_ds = validation_ds.cache()
+  return validation_ds
+
+
+def shard_for_workers(*datasets):
+  """multi_worker: every worker reads the same files and takes its share of every
+  batch."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if FLAGS.strategy != 'multi_worker':
+    return datasets
+  opts = tf.data.Options()
+  opts.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return tuple(None if ds is None else ds.with_options(opts) for ds in datasets)
+
+
+def make_callbacks(model, model_dir, info, chief, temperatures, schedule, start_clock,
+                   max_steps):
+  """The callbacks in their order, and the ones read after training (by name)."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
   from tfp_glow.keras import callbacks as callbacks_lib  # pylint: disable=g-import-not-at-top
-  from tfp_glow.keras import distribute  # pylint: disable=g-import-not-at-top
   from tfp_glow.keras import model as model_lib  # pylint: disable=g-import-not-at-top
+  log_dir = os.path.join(model_dir, 'logs') if chief else None
+  try:
+    import tensorboard  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    print('tensorboard is not installed: no TensorBoard logs (pip install '
+          'tensorboard to get them).', file=sys.stderr)
+    log_dir = None
+  named = {'backup': callbacks_lib.Backup(os.path.join(model_dir, 'backup'))}
+  callbacks = [keras.callbacks.TerminateOnNaN(), named['backup']]
+  if FLAGS.time_limit is not None:
+    named['time_limit'] = callbacks_lib.TimeLimit(FLAGS.time_limit, start=start_clock)
+    callbacks.append(named['time_limit'])
+    if schedule.total_steps is not None:
+      named['budget'] = callbacks_lib.TimeBudget(
+          schedule, FLAGS.time_limit, start=start_clock, max_steps=max_steps)
+      callbacks.append(named['budget'])
+  if FLAGS.ema:
+    # After the backup (which keeps the raw weights and the optimizer's averages):
+    # evaluation, checkpoints and samples below see the averaged weights.
+    callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
+  named['latest'] = callbacks_lib.Checkpoint(run_dir.checkpoint_path(model_dir, 'latest'))
+  callbacks.append(named['latest'])
+  if FLAGS.validation:
+    callbacks.append(callbacks_lib.Checkpoint(
+        run_dir.checkpoint_path(model_dir, 'best'), monitor='val_bpd'))
+  if chief:  # Samples and logs from the chief alone.
+    labels = tf.range(8) % model.glow.num_classes if model.conditional else None
+    callbacks.append(model_lib.SampleGrid(
+        os.path.join(model_dir, 'samples'), info.n_bins, temperatures=temperatures,
+        every_epochs=FLAGS.sample_every, log_dir=log_dir, seed=FLAGS.seed,
+        labels=labels))
+  if log_dir:
+    callbacks.append(keras.callbacks.TensorBoard(log_dir))
+  return callbacks, named
+
+
+def schedule_followed(schedule, steps_run, budget):
+  """What results.json records of the learning rate that was actually used."""
+  last = max(0, steps_run - 1)
+  return {
+      'decay': schedule.decay if schedule.total_steps is not None else 'constant',
+      'peak_learning_rate': schedule.learning_rate,
+      'warmup_steps': schedule.warmup_steps,
+      'total_steps': schedule.total_steps,
+      'steps_run': steps_run,
+      'final_learning_rate': schedule.value(last),
+      # Which budget ended the decay: the clock, or --epochs when it came first.
+      'budget': None if schedule.total_steps is None else (
+          'time_limit' if budget is not None and
+          schedule.total_steps < budget.max_steps else 'epochs'),
+      'total_steps_estimates': budget.estimates if budget is not None else None,
+  }
+
+
+def evaluate_test(model, config, results, model_dir):
+  """The test bits/dim of the best-validation (else the final) weights, into
+  `results`; False when no finite checkpoint exists."""
+  from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
+  which = 'best' if FLAGS.validation else 'latest'
+  path = run_dir.checkpoint_path(model_dir, which)
+  if not os.path.exists(path):
+    print(f'No finite checkpoint was written ({path}); the loss was NaN/Inf from the '
+          'first epoch. Try a lower --learning_rate or a longer warmup.',
+          file=sys.stderr)
+    return False
+  test_split = 'test'
+  if FLAGS.dataset.startswith(data_lib.FOLDER_PREFIX):
+    test_split = 'validation' if FLAGS.validation else None
+  results.update(weights=which, checkpoint=os.path.relpath(path, model_dir))
+  info_path = path[:-len('.weights.h5')] + '.json'
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      results['checkpoint_info'] = json.load(f)
+  eval_model = run_dir.build_model(config['model'])
+  eval_model.load_weights(path)
+  # The evaluation step's mode as measured (or forced) for this model.
+  eval_model.compile(jit_compile=model.jit_choice.evaluate if model.jit_choice
+                     else False)
+  if test_split is None:
+    print('A folder has no test split and --novalidation holds out nothing: no held-'
+          'out bits/dim to report.')
+    return True
+  # The same function, seeds and noise as bin/evaluate.py: its number for these
+  # weights, split and --eval_seed is this one, at any batch size.
+  try:
+    test = run_dir.evaluate_bpd(eval_model, config, test_split, batch_size=256,
+                                seed=FLAGS.eval_seed, draws=FLAGS.eval_draws,
+                                data_dir=FLAGS.data_dir, download=FLAGS.download)
+  except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
+    raise UsageError(f'Cannot evaluate the {test_split!r} split: {e}') from e
+  results.update(split=test_split, test_bpd=test['bpd'], test_bpd_se=test['se'],
+                 test_bpd_draws=test['draws'], eval_seed=FLAGS.eval_seed,
+                 eval_draws=FLAGS.eval_draws)
+  epoch = results.get('checkpoint_info', {}).get('epoch', '?')
+  print(f'Test bits/dim ({test_split} split, {which} weights, from epoch {epoch}): '
+        f'{run_dir.format_bpd(test)}')
+  return True
+
+
+def train(model_dir, temperatures):
+  """Trains into `model_dir` and reports the test bits/dim: the steps in order."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import distribute  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import precision  # pylint: disable=g-import-not-at-top
 
   start = time.time()
   start_clock = time.monotonic()  # --time_limit counts from here
@@ -242,131 +476,32 @@ def train(model_dir, temperatures):
     raise UsageError(str(e)) from e
   chief = distribute.is_chief(strategy)
   keras.utils.set_random_seed(FLAGS.seed)
-  model_flags = dict(dataset=FLAGS.dataset, image_size=FLAGS.image_size,
-                     n_bits=FLAGS.n_bits, levels=FLAGS.levels,
-                     steps_per_level=FLAGS.steps_per_level,
-                     hidden_width=FLAGS.hidden_width, coupling=FLAGS.coupling,
-                     permutation=FLAGS.permutation, learn_top=FLAGS.learn_top,
-                     conditional=FLAGS.conditional)
-  # Shape, levels and labels come from the data: load the training split first.
-  train_split = 'train' if FLAGS.validation else 'train_full'
-  probe = {'model': dict(model_flags, num_classes=1 if FLAGS.conditional else None)}
-  translate = run_dir.resolve_translate(FLAGS.dataset, FLAGS.translate)
-  train_ds, info = load_data(probe, train_split, batch_size=FLAGS.batch_size,
-                             shuffle=True, seed=FLAGS.seed, translate=translate,
-                             translate_prob=FLAGS.translate_prob)
-  try:
-    model_config = run_dir.model_config(info, **model_flags)
-  except ValueError as e:
-    raise UsageError(str(e)) from e
-  recipe = {k: getattr(FLAGS, k) for k in (
-      'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
-      'warmup_epochs', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
-      'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
-      'data_dir', 'translate_prob', 'compute_dtype', 'backprop', 'time_limit')}
-  recipe['translate'] = translate
-  config = {'model': model_config, 'training': recipe}
-
-  config_path = os.path.join(model_dir, run_dir.CONFIG_NAME)
-  results_path = os.path.join(model_dir, 'results.json')
-  backup_dir = os.path.join(model_dir, 'backup')
-  if os.path.exists(config_path):
-    try:
-      run_dir.check_config(run_dir.read_config(model_dir), config)
-    except ValueError as e:
-      raise UsageError(str(e)) from e
-    if os.path.exists(results_path) and not os.path.exists(backup_dir):
-      with open(results_path) as f:
-        results = json.load(f)
-      print(f'{model_dir} holds a finished run (results.json); nothing to do. Use a '
-            f'new --model_dir to train again.\n{json.dumps(results, indent=2)}')
-      return 0
-  os.makedirs(model_dir, exist_ok=True)
-  if chief:
-    run_dir.write_config(model_dir, config)
-
-  with strategy.scope():
-    try:
-      model = run_dir.build_model(
-          model_config, seed=FLAGS.seed, init_batch_size=FLAGS.init_batch_size,
-          class_loss_weight=FLAGS.class_loss_weight,
-          compute_dtype=None if FLAGS.compute_dtype == 'float32' else
-          FLAGS.compute_dtype, backprop=FLAGS.backprop)
-    except ValueError as e:
-      raise UsageError(f'Cannot build the model: {e}') from e
+  train_ds, info, config = load_training_data()
+  if check_model_dir(model_dir, config):
+    return 0
+  dtype, why = precision.resolve_compute_dtype(FLAGS.compute_dtype)
+  config['training']['compute_dtype_used'] = dtype
+  print(f'Coupling networks in {dtype} (--compute_dtype={FLAGS.compute_dtype}: {why}).',
+        flush=True)
 
   steps_per_epoch = FLAGS.steps_per_epoch
   if steps_per_epoch is not None:
     train_ds = train_ds.repeat()
   else:
     steps_per_epoch = math.ceil(info.num_examples / FLAGS.batch_size)
-  warmup = FLAGS.warmup_steps
-  if FLAGS.warmup_epochs is not None:
-    warmup = model_lib.warmup_steps_for(FLAGS.warmup_epochs, steps_per_epoch)
-  schedule = model_lib.WarmupSchedule(FLAGS.learning_rate, warmup)
-  optimizer_cls = {'adam': keras.optimizers.Adam,
-                   'adamax': keras.optimizers.Adamax}[FLAGS.optimizer]
-  with strategy.scope():
-    optimizer = optimizer_cls(learning_rate=schedule, clipnorm=FLAGS.clipnorm,
-                              use_ema=FLAGS.ema, ema_momentum=FLAGS.ema_momentum)
-    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
-
-  validation_ds = None
-  if FLAGS.validation:
-    validation_ds, val_info = load_data(config, 'validation', batch_size=256,
-                                        shuffle=False, seed=FLAGS.seed + 1)
-    # The same dequantisation noise every epoch, so epochs compare; only when small.
-    if val_info.num_examples * int(math.prod(val_info.image_shape)) * 4 < 2**30:
-      validation_ds = validation_ds.cache()
-
-  if FLAGS.strategy == 'multi_worker':
-    # Every worker reads the same files; each takes its share of every batch.
-    opts = tf.data.Options()
-    opts.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
-    train_ds = train_ds.with_options(opts)
-    if validation_ds is not None:
-      validation_ds = validation_ds.with_options(opts)
-
-  log_dir = os.path.join(model_dir, 'logs') if chief else None
-  try:
-    import tensorboard  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    print('tensorboard is not installed: no TensorBoard logs (pip install '
-          'tensorboard to get them).', file=sys.stderr)
-    log_dir = None
-  callbacks = [
-      keras.callbacks.TerminateOnNaN(),
-      callbacks_lib.Backup(backup_dir),
-  ]
-  time_limit = None
-  if FLAGS.time_limit is not None:
-    time_limit = callbacks_lib.TimeLimit(FLAGS.time_limit, start=start_clock)
-    callbacks.append(time_limit)
-  if FLAGS.ema:
-    # After the backup (which keeps the raw weights and the optimizer's averages):
-    # evaluation, checkpoints and samples below see the averaged weights.
-    callbacks.append(callbacks_lib.SwapEMAWeights(swap_on_epoch=True))
-  latest = callbacks_lib.Checkpoint(
-      run_dir.checkpoint_path(model_dir, 'latest'))
-  callbacks.append(latest)
-  best = None
-  if FLAGS.validation:
-    best = callbacks_lib.Checkpoint(run_dir.checkpoint_path(model_dir, 'best'),
-                                    monitor='val_bpd')
-    callbacks.append(best)
-  labels = None
-  if model.conditional:
-    labels = tf.range(8) % model.glow.num_classes
-  if chief:  # Samples and logs from the chief alone.
-    callbacks += [
-        model_lib.SampleGrid(os.path.join(model_dir, 'samples'), info.n_bins,
-                             temperatures=temperatures,
-                             every_epochs=FLAGS.sample_every, log_dir=log_dir,
-                             seed=FLAGS.seed, labels=labels),
-    ]
-  if log_dir:
-    callbacks.append(keras.callbacks.TensorBoard(log_dir))
+  schedule = make_schedule(steps_per_epoch)
+  model = build_and_compile(strategy, config, schedule)
+  validation_ds = load_validation(config)
+  train_ds, validation_ds = shard_for_workers(train_ds, validation_ds)
+  callbacks, named = make_callbacks(model, model_dir, info, chief, temperatures,
+                                    schedule, start_clock,
+                                    max_steps=FLAGS.epochs * steps_per_epoch)
+  # Written only now that everything is built: a run that fails before this point
+  # leaves no config.json to hold the folder (and one that fails before training
+  # leaves no training state, which check_model_dir also accepts).
+  os.makedirs(model_dir, exist_ok=True)
+  if chief:
+    run_dir.write_config(model_dir, config)
 
   print(f'Training {model.glow.name}: {info.source}, images {list(info.image_shape)}, '
         f'{info.n_bins} grey levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
@@ -374,70 +509,37 @@ def train(model_dir, temperatures):
   history = model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
                       validation_data=validation_ds, callbacks=callbacks,
                       verbose=launch.keras_verbosity(FLAGS.verbose), shuffle=False)
-  nan_stop = latest.skipped_non_finite or callbacks[1].non_finite
+  nan_stop = named['latest'].skipped_non_finite or named['backup'].non_finite
   jit_choice = model.jit_choice.as_dict() if model.jit_choice else None
   if chief and jit_choice:
     config['training']['jit_choice'] = jit_choice
     run_dir.write_config(model_dir, config)
+  time_limit = named.get('time_limit')
   stopped_by_time = bool(time_limit and time_limit.stopped)
   if stopped_by_time:
     print(f'Training stopped by --time_limit={FLAGS.time_limit:g} min after '
           f'{time_limit.elapsed_s / 60:.2f} min (epoch {time_limit.stopped_epoch + 1}, '
           f'step {time_limit.stopped_step}); that epoch was validated and '
           'checkpointed.', flush=True)
-
-  # The test bits/dim, with the best-validation (else the final) weights.
-  which = 'best' if FLAGS.validation else 'latest'
-  path = run_dir.checkpoint_path(model_dir, which)
-  if not os.path.exists(path):
-    print(f'No finite checkpoint was written ({path}); the loss was NaN/Inf from the '
-          'first epoch. Try a lower --learning_rate or a longer warmup.',
-          file=sys.stderr)
-    return 1
-  test_split = 'test'
-  if FLAGS.dataset.startswith(data_lib.FOLDER_PREFIX):
-    test_split = 'validation' if FLAGS.validation else None
+  steps_run = int(model.optimizer.iterations.numpy())
   results = {
-      'weights': which,
-      'checkpoint': os.path.relpath(path, model_dir),
       'epochs_run': len(history.history.get('bpd', [])),
       'terminated_on_nan': bool(nan_stop),
       'stopped_by_time_limit': stopped_by_time,
       'time_limit_min': FLAGS.time_limit,
       'elapsed_at_stop_s': (time_limit.elapsed_s if time_limit else None),
-      'steps_run': int(model.optimizer.iterations.numpy()),
+      'steps_run': steps_run,
+      'learning_rate_schedule': schedule_followed(schedule, steps_run,
+                                                  named.get('budget')),
+      'compute_dtype': dtype,
       'jit_compile': jit_choice,
       'wall_time_s': None,
   }
-  if os.path.exists(path[:-len('.weights.h5')] + '.json'):
-    with open(path[:-len('.weights.h5')] + '.json') as f:
-      results['checkpoint_info'] = json.load(f)
-  eval_model = run_dir.build_model(model_config)
-  eval_model.load_weights(path)
-  # The evaluation step's mode as measured (or forced) for this model.
-  eval_model.compile(jit_compile=model.jit_choice.evaluate if model.jit_choice
-                     else False)
-  if test_split is None:
-    print('A folder has no test split and --novalidation holds out nothing: no held-'
-          'out bits/dim to report.')
-  else:
-    # The same function, seeds and noise as bin/evaluate.py: its number for these
-    # weights, split and --eval_seed is this one, at any batch size.
-    try:
-      test = run_dir.evaluate_bpd(eval_model, config, test_split, batch_size=256,
-                                  seed=FLAGS.eval_seed, draws=FLAGS.eval_draws,
-                                  data_dir=FLAGS.data_dir, download=FLAGS.download)
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as e:
-      raise UsageError(f'Cannot evaluate the {test_split!r} split: {e}') from e
-    results.update(split=test_split, test_bpd=test['bpd'], test_bpd_se=test['se'],
-                   test_bpd_draws=test['draws'], eval_seed=FLAGS.eval_seed,
-                   eval_draws=FLAGS.eval_draws)
-    epoch = results.get('checkpoint_info', {}).get('epoch', '?')
-    print(f'Test bits/dim ({test_split} split, {which} weights, from epoch {epoch}): '
-          f'{run_dir.format_bpd(test)}')
+  if not evaluate_test(model, config, results, model_dir):
+    return 1
   results['wall_time_s'] = time.time() - start
   if chief:
-    run_dir.write_json(results_path, results)
+    run_dir.write_json(os.path.join(model_dir, 'results.json'), results)
   if nan_stop:
     print('Training stopped: the loss became NaN/Inf. The last good checkpoint and '
           'backup were kept; rerun (e.g. with a lower --learning_rate) to resume.',
