@@ -149,11 +149,19 @@ class GlowNetwork(tf.Module):
     h = tf.cast(x, low)
     # Glow never hands a network an empty batch (it pads one), so the plain
     # tf.nn.conv2d is safe here and keeps the pattern the fusion looks for.
-    for kernel, actnorm in ((self.kernel1, self.actnorm1),
-                            (self.kernel2, self.actnorm2)):
-      scale = tf.exp(actnorm.log_scale)
-      h = tf.nn.conv2d(h, tf.cast(kernel * scale, low), 1, 'SAME')
-      h = tf.nn.relu(tf.nn.bias_add(h, tf.cast(actnorm.bias * scale, low)))
+    scale = tf.exp(self.actnorm1.log_scale)
+    h = tf.nn.conv2d(h, tf.cast(self.kernel1 * scale, low), 1, 'SAME')
+    h = tf.nn.relu(tf.nn.bias_add(h, tf.cast(self.actnorm1.bias * scale, low)))
+    # The 1x1 convolution as the matrix product it is, [N*H*W, width] x [width,
+    # width]: MatMul + BiasAdd + Relu fuse as well, and its gradients are two
+    # plain matrix products, which run faster than the convolution's backprop
+    # kernels (docs/BENCHMARKS.md).
+    shape = tf.shape(h)
+    scale = tf.exp(self.actnorm2.log_scale)
+    h = tf.matmul(tf.reshape(h, [-1, self.hidden_width]),
+                  tf.cast(self.kernel2[0, 0] * scale, low))
+    h = tf.nn.relu(tf.nn.bias_add(h, tf.cast(self.actnorm2.bias * scale, low)))
+    h = tf.reshape(h, shape)
     y = tf.cast(ops.conv2d(h, tf.cast(self.out.kernel, low)), x.dtype)
     return self.out.finish(y)
 
