@@ -541,6 +541,14 @@ def test_schedule_warms_up_then_decays_to_zero_at_the_budget(decay):
   assert tfp_glow.WarmupSchedule(1e-3, 5).value(1000) == pytest.approx(1e-3)
 
 
+def test_lr_schedule_auto_is_constant_for_the_digits_only():
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  assert run_dir.resolve_lr_schedule('digits', 'auto') == 'constant'
+  assert run_dir.resolve_lr_schedule('photos', 'auto') == 'linear'
+  assert run_dir.resolve_lr_schedule('folder:/x', 'auto') == 'linear'
+  assert run_dir.resolve_lr_schedule('digits', 'cosine') == 'cosine'
+
+
 def test_schedule_total_is_read_by_a_compiled_step_without_retracing():
   schedule = tfp_glow.WarmupSchedule(1e-3, 0, total_steps=100)
   traces = []
