@@ -200,8 +200,10 @@ def _stream(cmd, implementation, log_path):
   Returns the exit status."""
   with open(log_path, 'a') as log_file:
     log_file.write('$ ' + ' '.join(cmd) + '\n')
+    # Unbuffered, so that each epoch's line shows when it happens.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
     for line in proc.stdout:
       log_file.write(line)
       print(f'[{implementation}] {line}', end='', flush=True)
@@ -274,7 +276,7 @@ def _check_torch():
     torch_peer.port_dir(FLAGS.torch_glow_dir)
     torch_peer.import_torch()
   except torch_peer.PeerUnavailable as e:
-    raise app.UsageError(f'--implementations=...torch: {e}') from e
+    raise app.UsageError(f'--implementations includes torch: {e}') from e
 
 
 def _child(s):
