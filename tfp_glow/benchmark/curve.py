@@ -454,7 +454,10 @@ def plot(runs, settings, path):
     lo, hi = min(shown), max(shown)
     pad = 0.05 * max(hi - lo, 1e-3)
     ax.set_ylim(lo - pad, hi + pad)
-  ax.set_xlabel('minutes of training (wall clock, evaluations included)')
+  ax.axvline(settings.budget_minutes, color='gray', linestyle=':',
+             linewidth=1)
+  ax.set_xlabel('minutes of training (wall clock, evaluations included; '
+                'dotted: the budget)')
   ax.set_ylabel('validation bits/dim')
   ax.set_title(f'{settings.dataset}: L={settings.levels}, '
                f'K={settings.steps_per_level}, width {settings.hidden_width}, '
