@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tfp_glow import architecture
@@ -230,3 +231,186 @@ def test_train_program_row(quick_run):
   assert row['epoch_work_s'] >= 0
   assert row['program_ms'] >= row['steps_ms']
   assert 'Training program (`GlowModel.fit`' in markdown
+
+
+# --- the PyTorch port as a peer (tfp_glow.benchmark.torch_peer) -------------
+# These need torch (requirements-peers.txt) and a checkout of
+# rosinality/glow-pytorch named by $TORCH_GLOW_DIR; without either they skip.
+# The missing-port error itself is tested always.
+
+
+def test_torch_peer_missing_dir_names_the_flag(monkeypatch, tmp_path):
+  from tfp_glow.benchmark import torch_peer
+  monkeypatch.delenv(torch_peer.ENV_VAR, raising=False)
+  with pytest.raises(torch_peer.PeerUnavailable,
+                     match='--torch_glow_dir=PATH.*TORCH_GLOW_DIR'):
+    torch_peer.port_dir(None)
+  # A folder without the port's model.py: named, with where it came from.
+  with pytest.raises(torch_peer.PeerUnavailable,
+                     match=f'--torch_glow_dir={tmp_path}: there is no model.py'):
+    torch_peer.load_port(str(tmp_path))
+  monkeypatch.setenv(torch_peer.ENV_VAR, str(tmp_path))
+  with pytest.raises(torch_peer.PeerUnavailable,
+                     match=f'TORCH_GLOW_DIR={tmp_path}: there is no model.py'):
+    torch_peer.port_dir(None)
+  with pytest.raises(ValueError, match="Unknown library 'jax'.*'torch'"):
+    from tfp_glow.benchmark import models  # pylint: disable=g-import-not-at-top
+    models.build('jax', _tiny(0.5), None)
+
+
+def _torch_port():
+  """(torch, torch_peer, the port's module), or skip."""
+  torch = pytest.importorskip('torch')
+  from tfp_glow.benchmark import torch_peer  # pylint: disable=g-import-not-at-top
+  if not os.environ.get(torch_peer.ENV_VAR):
+    pytest.skip(f'{torch_peer.ENV_VAR} is not set (a checkout of '
+                'rosinality/glow-pytorch)')
+  return torch, torch_peer, torch_peer.load_port()
+
+
+def test_torch_coupling_width_reaches_every_coupling():
+  torch, torch_peer, port = _torch_port()
+  original = port.AffineCoupling
+  glow = torch_peer.build_glow(port, (8, 8, 3), levels=2, steps_per_level=2,
+                               hidden_width=12)
+  couplings = [m for m in glow.modules() if isinstance(m, original)]
+  assert len(couplings) == 2 * 2
+  for c in couplings:
+    assert (c.net[0].out_channels, c.net[2].in_channels,
+            c.net[2].out_channels, c.net[4].conv.in_channels) == (12,) * 4
+  # The port's own default is back for anyone else.
+  assert port.AffineCoupling is original
+  import inspect  # pylint: disable=g-import-not-at-top
+  assert inspect.signature(original.__init__).parameters[
+      'filter_size'].default == 512
+  assert isinstance(glow, torch.nn.Module)
+
+
+def _port_bpd(log_p, logdet, image_size, n_bins):
+  """The port's train.py `calc_loss` per image, as it is written there
+  (n_pixel = image_size^2 * 3), in float64."""
+  n_pixel = image_size * image_size * 3
+  loss = -math.log(n_bins) * n_pixel + logdet + log_p
+  return -loss / (math.log(2) * n_pixel)
+
+
+def test_torch_bits_per_dim_on_an_identity_model():
+  """Additive couplings with zero networks, identity ActNorm and identity
+  1x1 convolutions, zero priors: the port's flow is a permutation of the
+  pixels (its squeezes) with standard normal latents, so log p(x) is
+  sum log N(x_i; 0, 1) whatever the order. Our bits/dim of the adapter's
+  log p, that closed form, and the port's own calc_loss agree."""
+  torch, torch_peer, port = _torch_port()
+  glow = torch_peer.build_glow(port, (8, 8, 3), levels=2, steps_per_level=2,
+                               hidden_width=4, coupling='additive',
+                               permutation='conv_lu').double()
+  with torch.no_grad():
+    for m in glow.modules():
+      if isinstance(m, port.ActNorm):
+        m.loc.zero_()
+        m.scale.fill_(1.0)
+        m.initialized.fill_(1)
+      elif isinstance(m, port.InvConv2dLU):
+        m.w_p.copy_(torch.eye(m.w_p.shape[0]))
+        m.s_sign.fill_(1.0)
+        for p in (m.w_l, m.w_s, m.w_u):
+          p.zero_()
+      elif isinstance(m, port.ZeroConv2d):  # zero-initialised; keep them so
+        assert float(m.conv.weight.abs().sum()) == 0.0
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-0.5, 0.5, [5, 3, 8, 8])
+  x_t = torch.from_numpy(x)
+  ours = torch_peer.bits_per_dim(glow, x_t, (8, 8, 3), 256)
+  d = 8 * 8 * 3
+  log_p = -0.5 * (x**2).reshape(5, -1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+  closed = (-log_p + d * math.log(256)) / (d * math.log(2))
+  np.testing.assert_allclose(ours, closed, rtol=1e-12)
+  with torch.no_grad():
+    lp, logdet, _ = glow(x_t)
+  port_bpd = _port_bpd(lp.numpy(), logdet.numpy(), 8, 256)
+  np.testing.assert_allclose(ours, port_bpd, rtol=1e-12)
+  # The affine map a + b log p that the torch training loss uses is ours.
+  a, b = torch_peer.bpd_affine((8, 8, 3), 256)
+  np.testing.assert_allclose(a + b * log_p, closed, rtol=1e-12)
+
+
+def _standardised_latents(port, glow, x):
+  """x (one NCHW image) -> every level's latent standardised by its prior,
+  flattened and concatenated: the port's networks, but not its log-det or
+  log-density bookkeeping."""
+  import torch  # pylint: disable=g-import-not-at-top
+  out, parts = x, []
+  for block in glow.blocks:
+    b, c, h, w = out.shape
+    out = out.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    out = out.reshape(b, c * 4, h // 2, w // 2)
+    for flow in block.flows:
+      out = flow(out)[0]
+    if block.split:
+      out, z = out.chunk(2, 1)
+      mean, log_sd = block.prior(out).chunk(2, 1)
+    else:
+      z = out
+      mean, log_sd = block.prior(torch.zeros_like(out)).chunk(2, 1)
+    parts.append(((z - mean) * torch.exp(-log_sd)).reshape(-1))
+  del port
+  return torch.cat(parts)
+
+
+def test_torch_log_prob_is_the_change_of_variables():
+  """At random (non-identity) parameters, float64: the adapter's log p(x)
+  equals log N(eps; 0, I) + log|det d eps / dx| with the Jacobian of the
+  whole map by autodiff."""
+  torch, torch_peer, port = _torch_port()
+  glow = torch_peer.build_glow(port, (4, 4, 3), levels=2, steps_per_level=2,
+                               hidden_width=6, seed=3).double()
+  g = torch.Generator().manual_seed(0)
+  rng = np.random.default_rng(1)
+  x = torch.from_numpy(rng.uniform(-0.5, 0.5, [2, 3, 4, 4]))
+  with torch.no_grad():
+    glow(x)  # ActNorm's data-dependent init
+    for p in glow.parameters():  # away from the zero-initialised identity
+      p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    ours = torch_peer.log_prob(glow, x).numpy()
+  for i in range(2):
+    xi = x[i:i + 1]
+    eps = _standardised_latents(port, glow, xi).detach()
+    jac = torch.autograd.functional.jacobian(
+        lambda v: _standardised_latents(port, glow, v.reshape(xi.shape)),
+        xi.reshape(-1))
+    logdet = float(torch.linalg.slogdet(jac)[1])
+    want = float(-0.5 * (eps**2).sum() - 0.5 * eps.numel() *
+                 math.log(2 * math.pi)) + logdet
+    assert ours[i] == pytest.approx(want, rel=1e-10, abs=1e-9)
+
+
+def test_torch_quick_benchmark(tmp_path):
+  """bin/benchmark.py --quick with the PyTorch peer, at 8x8 and 16x16 in
+  the same rounds: every op of every library gets a finite time, the ratio
+  table shows both sizes, the port's parameters are those it built."""
+  _, torch_peer, _ = _torch_port()
+  json_path = tmp_path / 'peers.json'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=str(ROOT))
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), '--quick', '--peers=tfb,torch',
+       f'--torch_glow_dir={os.environ[torch_peer.ENV_VAR]}', '--threads=1',
+       '--also_image_sizes=16', '--nomixed_precision', '--notrain_program',
+       '--norss', '--noconv_roofline', '--repeats=1', f'--json_out={json_path}'],
+      capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=900,
+      check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  results = json.loads(json_path.read_text())
+  assert results['libraries'] == ['tfp_glow', 'tfb', 'torch']
+  assert results['threads']['torch'] == 1
+  assert [s['config']['levels'] for s in results['scales']] == [3]
+  for entry in [results] + results['scales']:
+    for lib in results['libraries']:
+      for op in OPS:
+        ms = entry['best'][lib][op]['median_ms']
+        assert math.isfinite(ms) and ms > 0, (lib, op)
+    assert entry['best']['torch']['train']['mode'] == 'eager'
+  assert results['models']['torch']['parameters'] > 0
+  row = re.search(r'\| torch \| train \| [\d.]+ \| [\d.]+x \| [\d.]+ \| '
+                  r'[\d.]+x \| [\d.]+x \|', proc.stdout)
+  assert row, proc.stdout[-3000:]
+  assert '8x8x1 L=2 ms | vs tfp_glow | 16x16x1 L=3 ms' in proc.stdout

@@ -24,7 +24,7 @@ PROGRAM_DIR = os.path.join(ROOT, 'tfp_glow', 'programs')
 PROGRAMS = ('train', 'sample', 'evaluate', 'interpolate')
 # The console scripts tfp-glow-<name>, each running tfp_glow.programs.<name>:run.
 SCRIPTS = ('train', 'sample', 'evaluate', 'interpolate', 'export', 'benchmark',
-           'score', 'ablation')
+           'score', 'ablation', 'curve')
 # No --verbose: its default, auto, must give one line per epoch when stdout is a pipe.
 TINY = ['--levels=2', '--steps_per_level=1', '--hidden_width=8', '--batch_size=64',
         '--warmup_steps=10', '--learning_rate=3e-3',

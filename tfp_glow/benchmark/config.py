@@ -7,13 +7,19 @@ that is timed and the model whose FLOPs are counted cannot drift apart.
 """
 
 import dataclasses
+import math
 
-__all__ = ['PRESETS', 'OPS', 'MODES', 'LIBRARIES', 'Config']
+__all__ = ['PRESETS', 'OPS', 'MODES', 'LIBRARIES', 'PEERS', 'Config']
 
 PRESETS = {
     # The issue's default: CIFAR-shaped, K=8, width 400, batch 16.
     'cifar': dict(image_size=32, channels=3, levels=3, steps_per_level=8,
                   hidden_width=400, batch_size=16),
+    # The same at 64x64x3 with one more level (the top latent stays 4x4):
+    # how each implementation's cost grows with the image (--also_image_sizes
+    # times it beside the 32x32 rows, interleaved).
+    'cifar64': dict(image_size=64, channels=3, levels=4, steps_per_level=8,
+                    hidden_width=400, batch_size=16),
     # Kingma & Dhariwal's CIFAR-10 model: K=32, width 512.
     'paper': dict(image_size=32, channels=3, levels=3, steps_per_level=32,
                   hidden_width=512, batch_size=16),
@@ -31,7 +37,10 @@ PRESETS = {
 # The operations timed, the execution modes, the libraries compared.
 OPS = ('log_prob', 'train', 'sample')
 MODES = ('graph', 'xla')
-LIBRARIES = ('tfp_glow', 'tfp_glow_bf16', 'tfb')
+LIBRARIES = ('tfp_glow', 'tfp_glow_bf16', 'tfb', 'torch')
+# The peers timed against tfp_glow: TFP's tfb.Glow and the PyTorch port
+# (rosinality/glow-pytorch, optional: see `torch_peer`).
+PEERS = ('tfb', 'torch')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +78,25 @@ class Config:
     return dict(levels=self.levels, steps_per_level=self.steps_per_level,
                 hidden_width=self.hidden_width,
                 split_fraction=self.split_fraction)
+
+  def at_image_size(self, image_size):
+    """The same model at another image size, with one more level per
+    doubling (one fewer per halving), so the top latent keeps its size:
+    32x32x3 at L=3 becomes 64x64x3 at L=4."""
+    ratio = image_size / self.image_size
+    k = round(math.log2(ratio)) if ratio > 0 else None
+    if k is None or 2.0**k != ratio or self.levels + k < 1:
+      raise ValueError(
+          f'image_size {image_size} is not {self.image_size} times a power '
+          f'of two that leaves at least one level (L={self.levels}).')
+    return dataclasses.replace(self, image_size=int(image_size),
+                               levels=self.levels + k)
+
+  @property
+  def label(self):
+    """'32x32x3 L=3': how the tables name a configuration."""
+    return (f'{self.image_size}x{self.image_size}x{self.channels} '
+            f'L={self.levels}')
 
   def as_dict(self):
     """The JSON `config` record (field order as the earlier results)."""

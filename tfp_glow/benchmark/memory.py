@@ -49,7 +49,7 @@ def device_peak_mb():
 
 
 def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
-                   backprop='store', op='train'):
+                   backprop='store', op='train', **peer_options):
   """Builds one library's model in this process and runs its training step.
 
   Meant to run alone in a fresh process. Returns the peak RSS before
@@ -57,19 +57,21 @@ def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
   (and the GPU's peak memory when there is one). `backprop` is tfp_glow's
   option ('store' or 'invert'); `op` is 'train' (gradient + Adam update) or
   'gradient' (the gradient alone: what the flow itself costs, without the
-  optimizer's per-variable update).
+  optimizer's per-variable update). `peer_options` go to the PyTorch
+  adapter (`models.build`).
   """
   before = peak_rss_mb()
   x = models.images(cfg, seed)
   model = models.build(library, cfg, x, seed=seed,
-                       learning_rate=learning_rate, backprop=backprop)
+                       learning_rate=learning_rate, backprop=backprop,
+                       **peer_options)
   built = peak_rss_mb()
   if op not in ('train', 'gradient'):
     raise ValueError(f"op must be 'train' or 'gradient', got {op!r}.")
   fn = model.function(op, mode)
-  batch = tf.constant(x[:cfg.batch_size])
+  args = model.args(op, tf.constant(x[:cfg.batch_size]), None)
   for _ in range(steps):
-    timing.sync(fn(batch))
+    timing.sync(fn(*args))
   return dict(library=library, mode=mode, backprop=backprop, op=op,
               steps_per_level=cfg.steps_per_level, rss_start_mb=before,
               rss_built_mb=built, peak_rss_mb=peak_rss_mb(),

@@ -26,10 +26,13 @@ class Model:
   Subclasses set `dist`, `variables` (what the training step updates),
   `tracked_variables` (how many the distribution's `trainable_variables`
   reports: fewer means some would silently never train) and `note`, and
-  implement `_sample`.
+  implement `_sample`. A library that is not TensorFlow (the PyTorch peer,
+  `torch_peer.TorchGlowModel`) also overrides `run_modes` and `args`, and
+  sets `graph_ops = False` (it has no graph whose ops could be counted).
   """
 
   library = None
+  graph_ops = True
 
   def __init__(self, cfg, x_init, seed=0, learning_rate=1e-4,
                backprop='store'):
@@ -71,6 +74,15 @@ class Model:
     """A fresh compiled function of `op` ('graph': tf.function, 'xla': XLA)."""
     return tf.function(getattr(self, op), jit_compile=(mode == 'xla'),
                        reduce_retracing=True)
+
+  def run_modes(self, modes):
+    """The modes of `modes` this library runs in (TF: all of them)."""
+    return list(modes)
+
+  def args(self, op, x, seed):
+    """The arguments of `function(op, mode)`, from a batch `x` (a TF
+    tensor, NHWC) and the sampling seed (an int32 pair)."""
+    return (seed,) if op == 'sample' else (x,)
 
 
 class TfpGlowModel(Model):
@@ -146,14 +158,25 @@ class TfbGlowModel(Model):
 
 _MODELS = {m.library: m for m in (TfpGlowModel, TfpGlowBf16Model,
                                   TfbGlowModel)}
+# Libraries whose adapter imports an optional package: loaded when asked for.
+_OPTIONAL = {'torch': ('tfp_glow.benchmark.torch_peer', 'TorchGlowModel')}
 
 
-def build(library, cfg, x_init, seed=0, learning_rate=1e-4, backprop='store'):
-  """The adapter of `library` ('tfp_glow', 'tfp_glow_bf16' or 'tfb');
-  `backprop` ('store' or 'invert', tfp_glow only) is `Glow`'s option."""
+def build(library, cfg, x_init, seed=0, learning_rate=1e-4, backprop='store',
+          **peer_options):
+  """The adapter of `library` ('tfp_glow', 'tfp_glow_bf16', 'tfb' or
+  'torch'); `backprop` ('store' or 'invert', tfp_glow only) is `Glow`'s
+  option. `peer_options` go to the PyTorch adapter (`glow_dir`, `threads`;
+  see `torch_peer.TorchGlowModel`) and are ignored by the others."""
+  if library in _OPTIONAL:
+    import importlib  # pylint: disable=g-import-not-at-top
+    module, name = _OPTIONAL[library]
+    cls = getattr(importlib.import_module(module), name)
+    return cls(cfg, x_init, seed=seed, learning_rate=learning_rate,
+               backprop=backprop, **peer_options)
   if library not in _MODELS:
     raise ValueError(f'Unknown library {library!r} (choose from '
-                     f'{sorted(_MODELS)}).')
+                     f'{sorted(_MODELS) + sorted(_OPTIONAL)}).')
   return _MODELS[library](cfg, x_init, seed=seed, learning_rate=learning_rate,
                           backprop=backprop)
 

@@ -160,9 +160,56 @@ def _train_program_table(results):
   return lines
 
 
+def _label(cfg):
+  return (f"{cfg['image_size']}x{cfg['image_size']}x{cfg['channels']} "
+          f"L={cfg['levels']}")
+
+
+def _ratio_table(results):
+  """Each implementation's best-mode ms beside tfp_glow's, per configuration
+  (the run's own and those of `--also_image_sizes`), and how its cost grows
+  from the first configuration to the last."""
+  if 'best' not in results or 'tfp_glow' not in results['best']:
+    return []
+  entries = [results] + list(results.get('scales', []))
+  libs = [l for l in results['libraries'] if l != 'tfp_glow']
+  if not libs and len(entries) == 1:
+    return []
+  labels = [_label(e['config']) for e in entries]
+  head = '| library | op | ' + ' | '.join(
+      f'{l} ms | vs tfp_glow' for l in labels) + ' |'
+  rule = '|---|---|' + '---:|---:|' * len(entries)
+  if len(entries) > 1:
+    head += f' {labels[-1]} / {labels[0]} |'
+    rule += '---:|'
+  lines = ['Each implementation against tfp_glow (best mode, median ms; '
+           'ratio = its ms / tfp_glow\'s: above 1 is slower than tfp_glow)' +
+           (', every configuration in the same interleaved rounds:'
+            if len(entries) > 1 else ':'), '', head, rule]
+  for lib in ['tfp_glow'] + libs:
+    for op in results['ops']:
+      cells, ms = [], []
+      for e in entries:
+        mine = e['best'].get(lib, {}).get(op)
+        ours = e['best'].get('tfp_glow', {}).get(op)
+        value = mine['median_ms'] if mine else None
+        ms.append(value)
+        ratio = (value / ours['median_ms'] if value is not None and ours
+                 else None)
+        cells.append(f"{_fmt(value)} | {_times(ratio)}")
+      if all(v is None for v in ms):
+        continue
+      row = f"| {lib} | {op} | " + ' | '.join(cells) + ' |'
+      if len(entries) > 1:
+        growth = (ms[-1] / ms[0] if ms[0] and ms[-1] is not None else None)
+        row += f' {_times(growth)} |'
+      lines.append(row)
+  return lines
+
+
 # In output order; each returns a list of lines, empty to leave it out.
-SECTIONS = (_header, _timing_table, _model_table, _memory_table,
-            _train_program_table)
+SECTIONS = (_header, _timing_table, _model_table, _ratio_table,
+            _memory_table, _train_program_table)
 
 
 def render(results):

@@ -47,8 +47,16 @@ class Options:
   learning_rate: float = 1e-4
 
 
-def run(cfg, options, command='', log=_log):
+def run(cfg, options, command='', log=_log, also=(), peer_options=None):
   """Times the libraries against each other and the machine's limit.
+
+  `also`: further configurations (e.g. `cfg.at_image_size(64)`) whose
+  models are timed in the SAME interleaved rounds, so that how each
+  library's cost grows from `cfg` to them is measured under one machine
+  load; their results go to `results['scales']`, one entry each with the
+  keys `config`, `models`, `timings`, `conv_mix`, `best` (the convolution
+  roofline, each shape alone, is measured for `cfg` only).
+  `peer_options` go to the PyTorch adapter (`glow_dir`, `threads`).
 
   Returns the results dict (without `rss`, `this_process_peak_rss_mb` and
   `wall_s`, which the caller adds). The models and compiled functions are
@@ -62,7 +70,8 @@ def run(cfg, options, command='', log=_log):
       command=command, machine=report.machine_info(),
       forward_gflop_per_image=flops.forward_flops_per_image(cfg) / 1e9)
   log(f'Config {cfg.as_dict()}; modes {list(o.modes)}; libraries '
-      f'{list(o.libraries)}')
+      f'{list(o.libraries)}' + (f"; also {', '.join(c.label for c in also)}"
+                                if also else ''))
 
   # The machine's limit first (a quiet process, nothing else built yet).
   if o.conv_roofline:
@@ -72,37 +81,66 @@ def run(cfg, options, command='', log=_log):
     results['conv_roofline_summary'] = summary
     log('conv roofline:', {k: round(v, 1) for k, v in summary.items()})
 
+  # One entry per configuration; every function of every configuration is
+  # timed in the same rounds.
+  entries = [results] + [
+      dict(config=c.as_dict(),
+           forward_gflop_per_image=flops.forward_flops_per_image(c) / 1e9)
+      for c in also]
+  fns, records = {}, {}
+  for index, (c, entry) in enumerate(zip((cfg,) + tuple(also), entries)):
+    _compile(index, c, o, entry, fns, records, peer_options or {}, log)
+
+  for key, times_ms in timing.interleaved_rounds(
+      fns, o.warmup, o.repeats).items():
+    records[key]['times_ms'] = times_ms
+
+  for c, entry in zip((cfg,) + tuple(also), entries):
+    entry['conv_mix'] = roofline.summarize_mix(c, entry['timings']['conv_mix'])
+    entry['best'] = _best(c, o, entry['timings'],
+                          entry['conv_mix']['attainable_f32_gflops'])
+  if also:
+    results['scales'] = entries[1:]
+  return results
+
+
+def _compile(index, cfg, o, entry, fns, records, peer_options, log):
+  """Builds every library's model of `cfg`, makes the first call of each
+  (library, op, mode) and of the convolution mix, and registers each
+  function (key `(index, ...)`) and its timing record for the rounds."""
   x_all = models.images(cfg, o.seed)
   x = tf.constant(x_all[:cfg.batch_size])
   seed = tf.constant([o.seed, 1], tf.int32)
-  fns, timings = {}, {}
-  results['models'] = {}
+  timings = entry['timings'] = {}
+  entry['models'] = {}
+  where = f' ({cfg.label})' if index else ''
   for lib in o.libraries:
     t0 = time.perf_counter()
     model = models.build(lib, cfg, x_all, seed=o.seed,
-                         learning_rate=o.learning_rate)
+                         learning_rate=o.learning_rate, **peer_options)
     info = dict(parameters=model.parameters,
                 variables=len(model.variables),
                 tracked_variables=model.tracked_variables,
                 build_s=time.perf_counter() - t0, note=model.note)
-    results['models'][lib] = info
+    entry['models'][lib] = info
     timings[lib] = {}
     for op in o.ops:
       timings[lib][op] = {}
-      for mode in o.modes:
+      args = model.args(op, x, seed)
+      for mode in model.run_modes(o.modes):
         fn = model.function(op, mode)
-        args = (seed,) if op == 'sample' else (x,)
         try:
           first = timing.timed(fn, args)
         except Exception as e:  # pylint: disable=broad-except
           msg = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
-          log(f'{lib} {op} {mode}: FAILED {msg}')
+          log(f'{lib}{where} {op} {mode}: FAILED {msg}')
           timings[lib][op][mode] = dict(error=msg)
           continue
-        fns[(lib, op, mode)] = (fn, args)
-        timings[lib][op][mode] = dict(first_call_s=first, times_ms=[])
-        log(f'{lib} {op} {mode}: first call {first:.1f} s')
-    if 'log_prob' in o.ops or 'sample' in o.ops:
+        fns[(index, lib, op, mode)] = (fn, args)
+        records[(index, lib, op, mode)] = timings[lib][op][mode] = dict(
+            first_call_s=first, times_ms=[])
+        log(f'{lib}{where} {op} {mode}: first call {first:.1f} s')
+    if model.graph_ops and ('log_prob' in o.ops or 'sample' in o.ops):
       info.update(models.conv2d_counts(model, x, seed))
 
   # The machine's limit in the same rounds: the model's convolutions, plain.
@@ -110,19 +148,10 @@ def run(cfg, options, command='', log=_log):
   for dtype_name, mode in roofline.mix_kinds(o.modes, o.bf16_mix):
     fn = roofline.conv_mix_function(cfg, mode, dtype_name)
     first = timing.timed(fn)
-    fns[('conv_mix', dtype_name, mode)] = (fn, ())
-    timings['conv_mix'].setdefault(dtype_name, {})[mode] = dict(
-        first_call_s=first, times_ms=[])
-
-  for (a, b, c), times_ms in timing.interleaved_rounds(
-      fns, o.warmup, o.repeats).items():
-    timings[a][b][c]['times_ms'] = times_ms
-
-  mix = roofline.summarize_mix(cfg, timings['conv_mix'])
-  results['conv_mix'] = mix
-  results['timings'] = timings
-  results['best'] = _best(cfg, o, timings, mix['attainable_f32_gflops'])
-  return results
+    key = (index, 'conv_mix', dtype_name, mode)
+    fns[key] = (fn, ())
+    records[key] = timings['conv_mix'].setdefault(dtype_name, {})[mode] = (
+        dict(first_call_s=first, times_ms=[]))
 
 
 def _best(cfg, options, timings, attainable):

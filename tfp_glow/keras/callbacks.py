@@ -9,6 +9,9 @@ One set, used by `bin/train.py` and by the distributed tests alike:
   optimizer state, the epoch), restored when training begins again, so a
   crashed run resumes after its last finished epoch; removed when training
   finishes.
+* `History(path, start)`: every epoch's logs with the wall-clock seconds and
+  the optimizer step, rewritten as one JSON file after each epoch (the
+  points of a time-to-quality curve, `bin/curve.py`).
 
 What they guarantee, and why:
 
@@ -48,7 +51,8 @@ import tensorflow as tf
 
 from tfp_glow.keras import distribute
 
-__all__ = ['Checkpoint', 'Backup', 'TimeLimit', 'TimeBudget', 'SwapEMAWeights', 'resume_epoch',
+__all__ = ['Checkpoint', 'Backup', 'History', 'TimeLimit', 'TimeBudget',
+           'SwapEMAWeights', 'resume_epoch',
            'all_finite',
            'save_weights', 'write_json', 'read_info', 'WEIGHTS_SUFFIX']
 
@@ -310,6 +314,80 @@ class Backup(keras.callbacks.Callback):
     if not self.non_finite and _writes(self.model) and os.path.isdir(
         self.backup_dir):
       shutil.rmtree(self.backup_dir)
+
+
+class History(keras.callbacks.Callback):
+  """Writes each epoch's logs, with when and after how many steps, to JSON.
+
+  Keras's own `History` keeps the logs in memory and without times; a
+  time-to-quality curve (held-out bits/dim against minutes of training)
+  needs, per epoch, the wall-clock time at which the evaluated weights
+  existed. After every epoch, `path` is rewritten (atomically, chief only)
+  as `{"epochs": [...]}`, one entry per epoch:
+
+    epoch         1-based, as the checkpoints count;
+    step          the optimizer's step count at the end of the epoch;
+    elapsed_s     seconds from `start` to the end of the epoch's training
+                  steps, i.e. when the weights that were validated existed
+                  (validation, checkpoints and sample grids of EARLIER epochs
+                  are inside it, this epoch's are not);
+    epoch_end_s   seconds from `start` to the end of the epoch's work
+                  (`on_epoch_end`, after the callbacks listed before this);
+    eval_s        seconds spent in validation so far (all epochs);
+    and every number of the epoch's logs (bpd, val_bpd, learning_rate, ...).
+
+  `start` is a `time.monotonic()` reading (the training program passes the
+  one its `--time_limit` counts from), default: when training begins. A
+  resumed run keeps the entries of the epochs before it (their times are
+  those of the earlier process).
+  """
+
+  def __init__(self, path, start=None):
+    super().__init__()
+    self.path = path
+    self.start = start
+    self.epochs = []
+    self._eval_s = 0.0
+    self._test_begin = None
+    self._steps_end = None
+
+  def on_train_begin(self, logs=None):
+    if self.start is None:
+      self.start = time.monotonic()
+    self.epochs = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        self.epochs = list(json.load(f).get('epochs', []))
+
+  def on_epoch_begin(self, epoch, logs=None):
+    # Entries of this epoch and later come from an older process: replaced.
+    self.epochs = [e for e in self.epochs if e.get('epoch', 0) <= epoch]
+    self._steps_end = None
+
+  def on_test_begin(self, logs=None):
+    self._test_begin = time.monotonic()
+    if self._steps_end is None:
+      self._steps_end = self._test_begin
+
+  def on_test_end(self, logs=None):
+    if self._test_begin is not None:
+      self._eval_s += time.monotonic() - self._test_begin
+      self._test_begin = None
+
+  def on_epoch_end(self, epoch, logs=None):
+    now = time.monotonic()
+    steps_end = self._steps_end if self._steps_end is not None else now
+    optimizer = self.model.optimizer
+    entry = {'epoch': epoch + 1,
+             'step': (int(optimizer.iterations.numpy())
+                      if optimizer is not None else None),
+             'elapsed_s': steps_end - self.start,
+             'epoch_end_s': now - self.start,
+             'eval_s': self._eval_s}
+    entry.update(_float_logs(logs))
+    self.epochs.append(entry)
+    if _writes(self.model):
+      write_json(self.path, {'epochs': self.epochs})
 
 
 class TimeLimit(keras.callbacks.Callback):

@@ -72,9 +72,21 @@ preset `memory` (32x32x3, L=3, width 128, batch 32) unless `--preset` is given:
 
   python bin/benchmark.py --memory_table --json_out=/tmp/memory.json
 
-Explicit flags override the preset's values. The PyTorch port is not run
-here (see docs/BENCHMARKS.md for its reference figures). The measurements
-themselves live in `tfp_glow.benchmark`.
+The PyTorch port (rosinality/glow-pytorch) as a third implementation
+(`--peers=tfb,torch`): its `model.py` imported from `--torch_glow_dir` (or
+$TORCH_GLOW_DIR; a checkout you fetched, never part of this repository) and
+`torch` from `pip install -r requirements-peers.txt`; it runs eagerly (mode
+`eager`) with as many torch threads as TensorFlow has (`--threads` sets both),
+timed in the same interleaved rounds, and its bits/dim uses tfp_glow's
+formula (see `tfp_glow.benchmark.torch_peer`). `--also_image_sizes=64` times
+the same rows again at 64x64 with one more level, in the same rounds, and
+adds a table of each implementation's ms and ratio to tfp_glow per size:
+
+  python bin/benchmark.py --peers=tfb,torch --torch_glow_dir=PATH \
+      --also_image_sizes=64 --json_out=/tmp/peers.json
+
+Explicit flags override the preset's values. The measurements themselves
+live in `tfp_glow.benchmark`.
 """
 
 import dataclasses
@@ -119,7 +131,20 @@ flags.DEFINE_list('modes', ['graph', 'xla'],
                   '(tf.function(jit_compile=True)).')
 flags.DEFINE_list('ops', ['log_prob', 'train', 'sample'], 'Operations timed.')
 flags.DEFINE_list('peers', ['tfb'], "Peers timed against tfp_glow: 'tfb' "
-                  "(tfp.bijectors.Glow), or empty.")
+                  "(tfp.bijectors.Glow), 'torch' (the PyTorch port "
+                  'rosinality/glow-pytorch; needs --torch_glow_dir and torch), '
+                  'or empty.')
+flags.DEFINE_string('torch_glow_dir', None, 'Folder with the model.py of '
+                    'rosinality/glow-pytorch (a checkout), for --peers=torch. '
+                    'Default: $TORCH_GLOW_DIR.')
+flags.DEFINE_integer('threads', None, 'CPU threads of TensorFlow (intra-op) '
+                     'and of torch alike. Default: TensorFlow\'s own (the CPUs '
+                     'this process may use); torch gets the same number.')
+flags.DEFINE_list('also_image_sizes', [], 'Time the same rows again at these '
+                  'image sizes (the configuration\'s size times a power of '
+                  'two, one more level per doubling: 64 with the cifar preset '
+                  'is 64x64x3, L=4), in the same interleaved rounds; the '
+                  'ratio table shows each size.')
 flags.DEFINE_bool('mixed_precision', True, 'Also time tfp_glow with '
                   'compute_dtype=bfloat16 (tfp_glow_bf16).')
 flags.DEFINE_bool('conv_roofline', True, 'Before the rounds, time plain '
@@ -211,10 +236,13 @@ def _options():
   if FLAGS.mixed_precision:
     libraries.append('tfp_glow_bf16')
   for p in FLAGS.peers:
-    if p not in ('tfb', ''):
-      raise app.UsageError(f"--peers: unknown peer {p!r} (only 'tfb').")
-    if p:
+    if p not in config.PEERS + ('',):
+      raise app.UsageError(f'--peers: unknown peer {p!r} (choose from '
+                           f'{config.PEERS}).')
+    if p and p not in libraries:
       libraries.append(p)
+  if 'torch' in libraries:
+    _check_torch_peer()
   return suite.Options(
       libraries=tuple(libraries), ops=tuple(ops), modes=tuple(modes),
       repeats=_quick_default('repeats', 2),
@@ -223,6 +251,44 @@ def _options():
       conv_repeats=_quick_default('conv_repeats', 3),
       bf16_mix=FLAGS.mixed_precision, seed=FLAGS.seed,
       learning_rate=FLAGS.learning_rate)
+
+
+def _check_torch_peer():
+  """Fails at once, naming the flag, when the PyTorch peer cannot run."""
+  from tfp_glow.benchmark import torch_peer  # pylint: disable=g-import-not-at-top
+  try:
+    torch_peer.load_port(FLAGS.torch_glow_dir)
+  except torch_peer.PeerUnavailable as e:
+    raise app.UsageError(f'--peers=torch: {e}') from e
+
+
+def _peer_options():
+  """What the PyTorch adapter needs besides the configuration."""
+  return dict(glow_dir=FLAGS.torch_glow_dir, threads=FLAGS.threads)
+
+
+def _also_configs(cfg):
+  """The configurations of --also_image_sizes."""
+  out = []
+  for size in FLAGS.also_image_sizes:
+    if not size:
+      continue
+    try:
+      out.append(cfg.at_image_size(int(size)))
+    except ValueError as e:
+      raise app.UsageError(f'--also_image_sizes: {e}') from e
+  return tuple(out)
+
+
+def _set_threads():
+  """--threads for TensorFlow, before its runtime starts (torch takes the
+  same count when its adapter is built: `torch_peer.set_threads`)."""
+  if FLAGS.threads is not None:
+    if FLAGS.threads < 1:
+      raise app.UsageError(f'--threads must be >= 1, got {FLAGS.threads}.')
+    tf.config.threading.set_intra_op_parallelism_threads(FLAGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(
+        min(2, FLAGS.threads))
 
 
 def _command():
@@ -238,6 +304,10 @@ def _rss_child_command(cfg, library, mode, backprop='store', op='train'):
          f'--rss_mode={mode}', f'--rss_backprop={backprop}', f'--rss_op={op}',
          f'--preset={cfg.preset}',
          f'--seed={FLAGS.seed}', f'--learning_rate={FLAGS.learning_rate}']
+  if FLAGS.threads is not None:
+    cmd.append(f'--threads={FLAGS.threads}')
+  if library == 'torch' and FLAGS.torch_glow_dir:
+    cmd.append(f'--torch_glow_dir={FLAGS.torch_glow_dir}')
   cmd += [f'--{key}={getattr(cfg, key)}' for key in _ARCHITECTURE_FLAGS]
   return cmd
 
@@ -302,12 +372,14 @@ def _inversion_numerics(model_dir):
 
 def main(argv):
   del argv
+  _set_threads()
   cfg = _config()
   if FLAGS.rss_child:
+    peer = _peer_options() if FLAGS.rss_child == 'torch' else {}
     memory.print_child_result(memory.train_step_rss(
         FLAGS.rss_child, FLAGS.rss_mode, cfg, seed=FLAGS.seed,
         learning_rate=FLAGS.learning_rate, backprop=FLAGS.rss_backprop,
-        op=FLAGS.rss_op))
+        op=FLAGS.rss_op, **peer))
     return 0
   if FLAGS.times_child:
     memory.print_child_result(memory.train_step_times(
@@ -324,9 +396,12 @@ def main(argv):
   if FLAGS.memory_table:
     return _finish(_memory_table(cfg), t_start)
   options = _options()
+  also = _also_configs(cfg)
   # One tf.function per (library, op, mode) is by design: no retracing noise.
   tf.get_logger().setLevel('ERROR')
-  results = suite.run(cfg, options, command=_command())
+  results = suite.run(cfg, options, command=_command(), also=also,
+                      peer_options=_peer_options())
+  results['threads'] = _threads(options)
   if FLAGS.train_program:
     results['train_program'] = suite.measure_train_program(
         cfg, options.modes, epochs=_quick_default('program_epochs', 2),
@@ -343,6 +418,16 @@ def main(argv):
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
   results['this_process_peak_rss_mb'] = memory.peak_rss_mb()
   return _finish(results, t_start)
+
+
+def _threads(options):
+  """The CPU threads each library ran with (torch: only when timed)."""
+  out = dict(tensorflow_intra_op=(
+      tf.config.threading.get_intra_op_parallelism_threads() or 'default'))
+  if 'torch' in options.libraries:
+    import torch  # pylint: disable=g-import-not-at-top
+    out['torch'] = torch.get_num_threads()
+  return out
 
 
 def _finish(results, t_start, render=report.render):
