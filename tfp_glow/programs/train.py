@@ -386,7 +386,9 @@ def make_callbacks(model, model_dir, info, chief, temperatures, schedule, start_
   if FLAGS.validation:
     callbacks.append(callbacks_lib.Checkpoint(
         run_dir.checkpoint_path(model_dir, 'best'), monitor='val_bpd'))
-  if chief:  # Samples and logs from the chief alone.
+  if chief:  # Per-epoch points with their times (history.json), samples, logs.
+    callbacks.append(callbacks_lib.History(os.path.join(model_dir, 'history.json'),
+                                           start=start_clock))
     labels = tf.range(8) % model.glow.num_classes if model.conditional else None
     callbacks.append(model_lib.SampleGrid(
         os.path.join(model_dir, 'samples'), info.n_bins, temperatures=temperatures,
