@@ -281,6 +281,7 @@ def train(model_dir, temperatures):
       print(f'{model_dir} holds a finished run (results.json); nothing to do. Use a '
             f'new --model_dir to train again.\n{json.dumps(results, indent=2)}')
       return 0
+  run_dir.check_resumable(model_dir)  # a damaged backup or best checkpoint: named
   os.makedirs(model_dir, exist_ok=True)
   if chief:
     run_dir.write_config(model_dir, config)
@@ -453,7 +454,7 @@ def main(argv):
     temperatures = validate_flags()
     model_dir = FLAGS.model_dir or run_dir.default_model_dir(FLAGS.dataset)
     return train(model_dir, temperatures)
-  except UsageError as e:
+  except (UsageError, run_dir.DamagedCheckpointError) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
 
