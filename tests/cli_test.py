@@ -293,7 +293,7 @@ def test_every_program_refuses_bad_flags_in_one_line(tmp_path):
            for name in PROGRAMS}
   required = {'sample': '--model_dir is required: Model directory written by '
                         'bin/train.py.',
-              'export': '--model_dir is required'}
+              'export': '--model_dir and --export_dir are required.'}
   commands = {name: launcher(name, flag) for name, (flag, _) in cases.items()}
   commands.update({f'{name} required': launcher(name) for name in required})
   commands['train value'] = launcher('train', '--epochs=x')

@@ -20,8 +20,11 @@ What TensorFlow prints by itself (its load-time lines, the "failed call to
 cuInit" error on a machine without a GPU, C++ warnings) is hidden before this
 module runs, by `tfp_glow/_program_start.py`, which `tfp_glow/__init__.py`
 calls before TensorFlow is imported: for `bin/<name>.py`, `tfp-glow-<name>`
-and `python -m tfp_glow.programs.<name>` alike. `TFP_GLOW_TF_LOGS=1` brings
-TensorFlow's logs back.
+and `python -m tfp_glow.programs.<name>` alike. Here, the libraries' Python
+log (absl's, which `absl.app` would show from INFO up: TFDS says "Failed to
+load dataset ..." for every name it looks up) is kept to warnings and errors.
+`TFP_GLOW_TF_LOGS=1` brings all of it back; `--verbosity=0` (absl's flag) the
+INFO lines alone.
 """
 
 import functools
@@ -30,6 +33,8 @@ import sys
 
 from absl import app
 from absl import flags
+
+from tfp_glow import _program_start
 
 SHARED_FLAG_MODULES = ('tfp_glow.run_dir',)
 
@@ -70,10 +75,17 @@ def error_line(message):
 def parse_flags(argv):
   """absl's flag parsing, with a refused flag reported in one line (exit 2)."""
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
   except flags.Error as e:
     print(f'{error_line(e)} (--help lists the flags)', file=sys.stderr)
     sys.exit(EXIT_USAGE)
+  if (flags.FLAGS['verbosity'].using_default_value and
+      not _program_start.tf_logs_wanted()):
+    # absl.app would raise its Python logging to INFO here, and libraries log
+    # through it (TFDS: "Failed to load dataset ... from files"): warnings and
+    # errors only, unless --verbosity (absl's flag) or TFP_GLOW_TF_LOGS says so.
+    flags.FLAGS.verbosity = -1
+  return argv
 
 
 def one_line_usage_errors(main):
