@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 
+from glow_helpers import make_model_dir
 import pytest
 
 from tfp_glow import _program_start
@@ -121,25 +122,6 @@ def console_script(folder, name, *args):
   with open(path, 'w') as f:
     f.write(CONSOLE_SCRIPT.format(name=name))
   return [sys.executable, path, *args]
-
-
-def make_model_dir(path):
-  """A model directory as bin/train.py writes it, without training: a tiny
-  initialised Glow of the digits, its config.json, best and latest weights."""
-  from tfp_glow import data  # pylint: disable=g-import-not-at-top
-  from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
-  ds, info = data.load('digits', 'train', batch_size=64, shuffle=False)
-  config = {'model': run_dir.model_config(
-      info, dataset='digits', image_size=None, n_bits=None, levels=2,
-      steps_per_level=1, hidden_width=8, coupling='affine', permutation='conv',
-      learn_top=True, conditional=False), 'training': {}}
-  model = run_dir.build_model(config['model'], seed=1)
-  model.initialize_from(ds)
-  run_dir.write_config(path, config)
-  for which in ('latest', 'best'):
-    callbacks.save_weights(model, run_dir.checkpoint_path(path, which),
-                           {'epoch': 1, 'logs': {}})
-  return model
 
 
 def truncate(path, keep=0.5):
