@@ -67,3 +67,24 @@ def counting_dist():
       cp.network = CountingWrapper(cp.network)
       wrappers.append(cp.network)
   return dist, wrappers
+
+
+def make_model_dir(path, dataset='digits', seed=1):
+  """A model directory as bin/train.py writes it, without training: a tiny
+  initialised Glow (L=2, K=1, width 8) of the digits, its config.json, and
+  best and latest weights (epoch 1). Returns the model."""
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  from tfp_glow.keras import callbacks  # pylint: disable=g-import-not-at-top
+  ds, info = data.load(dataset, 'train', batch_size=64, shuffle=False)
+  config = {'model': run_dir.model_config(
+      info, dataset=dataset, image_size=None, n_bits=None, levels=2,
+      steps_per_level=1, hidden_width=8, coupling='affine', permutation='conv',
+      learn_top=True, conditional=False), 'training': {}}
+  model = run_dir.build_model(config['model'], seed=seed)
+  model.initialize_from(ds)
+  run_dir.write_config(path, config)
+  for which in ('latest', 'best'):
+    callbacks.save_weights(model, run_dir.checkpoint_path(path, which),
+                           {'epoch': 1, 'logs': {}})
+  return model

@@ -131,13 +131,13 @@ def test_console_scripts_and_launchers():
       assert '\ndef run():\n' in f.read(), program
     with open(os.path.join(BIN, f'{program}.py')) as f:
       launcher = f.read()
-    # A launcher sets TensorFlow's environment (before importing it: see
-    # tfp_glow/programs/launch.py) and calls the program: no flags, no
-    # import-path edits, and the same text in every launcher.
+    # A launcher marks the process as a program (before tfp_glow, and with it
+    # TensorFlow, loads: see tfp_glow/_program_start.py) and calls the
+    # program: no flags, no import-path edits, the same text in every launcher.
     assert f'from tfp_glow.programs import {program}  #' in launcher
     assert launcher.rstrip().endswith(f'{program}.run()'), launcher
-    assert "os.environ.setdefault('TF_ENABLED_DEVICE_TYPES', 'CPU')" in launcher
-    assert launcher.index('TF_ENABLED_DEVICE_TYPES') < launcher.index('from tfp_glow')
+    assert f"os.environ.setdefault('TFP_GLOW_PROGRAM', '{program}')" in launcher
+    assert launcher.index('TFP_GLOW_PROGRAM') < launcher.index('from tfp_glow')
     assert len(launcher.splitlines()) <= 13, launcher
     texts.add(launcher.replace(program, 'PROGRAM'))
   assert len(texts) == 1, texts

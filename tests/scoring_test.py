@@ -288,14 +288,27 @@ def test_score_program_end_to_end(models, tmp_path):
     png = tf.io.encode_png(tf.fill([16, 16, 3], tf.constant(i * 40, tf.uint8)))
     (folder / f'{i}.png').write_bytes(png.numpy())
   out_dir = tmp_path / 'scores'
-  proc = _score_program(f'--model_dir={model_dir}', f'--out=noise,folder:{folder}')
+  proc = _score_program(f'--model_dir={model_dir}', f'--ood=noise,folder:{folder}')
   assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
   assert 'refusing to score data of another shape' in proc.stderr
   assert '[16, 16, 3]' in proc.stderr
+  # An unknown name lists the built-in sets; the old flag name says what it
+  # became (both one line, exit status 2, nothing written).
+  proc = _score_program(f'--model_dir={model_dir}', '--ood=noise,stripes',
+                        f'--output_dir={out_dir}')
+  assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+  assert proc.stderr.startswith("Error: --ood: 'stripes' is neither a built-in set "
+                                '(noise, constant, inverted, sklearn_patches) nor a '
+                                "dataset. Unknown dataset 'stripes'."), proc.stderr
+  assert len(proc.stderr.splitlines()) == 1 and not out_dir.exists()
+  proc = _score_program(f'--model_dir={model_dir}', '--out=noise,constant')
+  assert proc.returncode == 2 and proc.stderr.startswith(
+      'Error: --out is now --ood (the out-of-distribution sets): pass '
+      '--ood=noise,constant.'), proc.stderr
 
   proc = _score_program(
       f'--model_dir={model_dir}', f'--background_dir={bg_dir}',
-      '--out=noise,constant,inverted,sklearn_patches', '--seeds=0,1',
+      '--ood=noise,constant,inverted,sklearn_patches', '--seeds=0,1',
       '--count=24', f'--output_dir={out_dir}')
   assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
   results = json.loads((out_dir / 'results.json').read_text())

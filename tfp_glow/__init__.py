@@ -4,6 +4,13 @@
 `log_prob` calls), as everywhere in TFP.
 """
 
+# First, before TensorFlow loads: in a tfp_glow program (bin/, tfp-glow-*, or
+# python -m tfp_glow.programs.*) TensorFlow's own log lines are hidden; anywhere
+# else this does nothing (see tfp_glow/_program_start.py).
+from tfp_glow import _program_start
+_program_start.prepare()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from tfp_glow import bijectors
 from tfp_glow import data
 from tfp_glow import export

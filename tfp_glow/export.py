@@ -124,11 +124,140 @@ SIGNATURES = ('serving_default', 'log_prob', 'log_prob_uint8', 'sample',
 _VERSION_RE = re.compile(r'^[0-9]+$')
 
 
+class _InputChecks:
+  """The in-graph checks of every signature's inputs: each fails with an
+  `InvalidArgumentError` naming the signature (`what`) and the problem, for
+  every client (Python, `saved_model_cli`, TF Serving's C++)."""
+
+  def __init__(self, shape, n_bins, num_classes, dtype, max_count):
+    self.shape = shape
+    self.d = int(np.prod(shape))
+    self.n_bins = n_bins
+    self.num_classes = num_classes
+    self.dtype = dtype
+    self.max_count = max_count
+
+  def images(self, images, what):
+    """Shape (H, W, C); returns images with a static shape."""
+    h, w, c = self.shape
+    # The signature says rank 4, but not every client enforces it (a loaded
+    # signature called from Python does not), and Grappler folds rank checks
+    # from the declared rank; padding the runtime shape with -1 makes the
+    # checks below hold (and fail clearly) whatever rank arrives.
+    dims = tf.concat([tf.shape(images), tf.fill([4], -1)], axis=0)
+    shape_ok = tf.debugging.assert_equal(
+        tf.stack([dims[1], dims[2], dims[4]]), tf.constant([h, w, -1]),
+        message=f'{what}: wrong image shape: images must be [N, {h}, {w}, {c}]'
+        f' (rank 4, height {h}, width {w})')
+    with tf.control_dependencies([shape_ok]):
+      checks = [tf.debugging.assert_equal(
+          dims[3], tf.constant(c),
+          message=f'{what}: wrong channel count: images must have {c} '
+          f'channel(s), [N, {h}, {w}, {c}]')]
+    with tf.control_dependencies(checks):
+      images = tf.identity(images)
+    return tf.ensure_shape(images, [None, h, w, c])
+
+  @staticmethod
+  def _assert_pixels(images, ok, message):
+    """Fails unless `ok` (a bool mask shaped like `images`) holds everywhere,
+    naming the first offending pixel (row-major order), its value and how many
+    pixels offend. (`tf.debugging.assert_less` and friends print the tensor's
+    first three values, which need not be the offending ones.)"""
+    bad = tf.where(tf.logical_not(ok))
+    first = bad[:1]
+    return tf.debugging.Assert(
+        tf.equal(tf.shape(bad)[0], 0),
+        [f'{message}; first offending pixel at [n, h, w, c] =', first,
+         'value', tf.gather_nd(images, first), 'offending pixels:',
+         tf.shape(bad)[0]], summarize=4)
+
+  def float_images(self, images, what):
+    """Float images: shape, finite, in [-0.5, 0.5]; cast to the model's dtype."""
+    images = self.images(images, what)
+    with tf.control_dependencies([self._assert_pixels(
+        images, tf.math.is_finite(images),
+        f'{what}: images contain NaN or Inf pixels')]):
+      # After the finiteness check: NaN fails every comparison.
+      in_range = tf.logical_and(images >= -0.5, images <= 0.5)
+      check = self._assert_pixels(
+          images, in_range, f'{what}: pixel values out of range: float '
+          'images must be in [-0.5, 0.5] (send uint8 bin indices to '
+          'log_prob_uint8)')
+    with tf.control_dependencies([check]):
+      return tf.cast(tf.identity(images), self.dtype)
+
+  def uint8_images(self, images, what):
+    """uint8 bin indices: shape, `< n_bins`; returned at their bin centres."""
+    images = self.images(images, what)
+    k = tf.cast(images, tf.int32)
+    with tf.control_dependencies([self._assert_pixels(
+        images, k < self.n_bins,
+        f'{what}: pixel values out of range: uint8 images hold bin indices '
+        f'0..{self.n_bins - 1} (n_bins={self.n_bins})')]):
+      k = tf.cast(tf.identity(k), self.dtype)
+    return (k + 0.5) / self.n_bins - 0.5
+
+  def labels(self, labels, n, what):
+    """Labels `[n]` in `[0, num_classes)` (None for an unconditional model)."""
+    if labels is None:
+      return None
+    dims = tf.concat([tf.shape(labels), [-1]], axis=0)
+    checks = [
+        tf.debugging.assert_equal(
+            dims[:2], tf.stack([n, -1]),
+            message=f'{what}: wrong labels shape: labels must be [N], one '
+            'int32 label per image/sample'),
+        tf.debugging.assert_non_negative(
+            labels, message=f'{what}: labels must be >= 0'),
+        tf.debugging.assert_less(
+            labels, tf.constant(self.num_classes, tf.int32),
+            message=f'{what}: labels must be < num_classes='
+            f'{self.num_classes}'),
+    ]
+    with tf.control_dependencies(checks):
+      return tf.identity(labels)
+
+  def latents(self, latents, what):
+    """Latents `[N, D]`, finite; cast to the model's dtype."""
+    d = self.d
+    dims = tf.concat([tf.shape(latents), tf.fill([2], -1)], axis=0)
+    checks = [tf.debugging.assert_equal(
+        dims[1:3], tf.constant([d, -1]),
+        message=f'{what}: wrong latent shape: latents must be [N, {d}] '
+        f'(rank 2, latent size {d})')]
+    with tf.control_dependencies(checks):
+      latents = tf.identity(latents)
+    with tf.control_dependencies([tf.debugging.assert_all_finite(
+        latents, f'{what}: latents contain NaN or Inf')]):
+      return tf.cast(tf.ensure_shape(latents, [None, d]), self.dtype)
+
+  def sample_request(self, count, temperature, what):
+    """`count` in `[0, max_count]`, a finite `temperature >= 0`; returns count."""
+    checks = [
+        tf.debugging.assert_non_negative(
+            count, message=f'{what}: count must be >= 0'),
+        tf.debugging.assert_less_equal(
+            count, tf.constant(self.max_count, tf.int32),
+            message=f'{what}: count must be <= max_count={self.max_count} '
+            '(fixed at export time: one request must not take the server '
+            'down; ask in several requests)'),
+        tf.debugging.assert_all_finite(
+            temperature, f'{what}: temperature is NaN or Inf'),
+        tf.debugging.assert_non_negative(
+            temperature, message=f'{what}: temperature must be >= 0'),
+    ]
+    with tf.control_dependencies(checks):
+      return tf.identity(count)
+
+
 class _GlowExporter(tf.Module):
   """The exported object: the flow's variables and the signature functions.
 
-  Only the variables are tracked (not the TFP bijector objects), so the
-  SavedModel holds plain variables and graphs: nothing to revive.
+  Only the variables are tracked (not the TFP bijector objects, nor the input
+  checks), so the SavedModel holds plain variables and graphs: nothing to
+  revive. Each signature checks its inputs (`_InputChecks`), then computes
+  through the Glow's one likelihood (`log_prob_parts`) or its `generate`.
   """
 
   def __init__(self, glow, n_bins, max_count, reference=None):
@@ -147,7 +276,14 @@ class _GlowExporter(tf.Module):
     self._n_bins = int(n_bins)
     self._num_classes = glow.num_classes
     self._dtype = glow.dtype
-    conditional = glow.num_classes is not None
+    object.__setattr__(self, '_check', _InputChecks(
+        self._shape, self._n_bins, self._num_classes, self._dtype,
+        self._max_count))
+    self._define_signatures(glow.num_classes is not None)
+
+  def _define_signatures(self, conditional):
+    """One `tf.function` per signature, with its input names and dtypes;
+    class-conditional models take `labels` last in all but `metadata`."""
     img_f = tf.TensorSpec([None, None, None, None], tf.float32, name='images')
     img_u = tf.TensorSpec([None, None, None, None], tf.uint8, name='images')
     lat = tf.TensorSpec([None, None], tf.float32, name='latents')
@@ -206,105 +342,25 @@ class _GlowExporter(tf.Module):
         'metadata': self.metadata.get_concrete_function(),
     }
 
-  # --- in-graph checks -----------------------------------------------------------
-
-  def _check_images(self, images, what):
-    """Shape (H, W, C), finiteness/range; returns images with a static shape."""
-    h, w, c = self._shape
-    # The signature says rank 4, but not every client enforces it (a loaded
-    # signature called from Python does not), and Grappler folds rank checks
-    # from the declared rank; padding the runtime shape with -1 makes the
-    # checks below hold (and fail clearly) whatever rank arrives.
-    dims = tf.concat([tf.shape(images), tf.fill([4], -1)], axis=0)
-    shape_ok = tf.debugging.assert_equal(
-        tf.stack([dims[1], dims[2], dims[4]]), tf.constant([h, w, -1]),
-        message=f'{what}: wrong image shape: images must be [N, {h}, {w}, {c}]'
-        f' (rank 4, height {h}, width {w})')
-    with tf.control_dependencies([shape_ok]):
-      checks = [tf.debugging.assert_equal(
-          dims[3], tf.constant(c),
-          message=f'{what}: wrong channel count: images must have {c} '
-          f'channel(s), [N, {h}, {w}, {c}]')]
-    with tf.control_dependencies(checks):
-      images = tf.identity(images)
-    return tf.ensure_shape(images, [None, h, w, c])
-
-  @staticmethod
-  def _assert_pixels(images, ok, message):
-    """Fails unless `ok` (a bool mask shaped like `images`) holds everywhere,
-    naming the first offending pixel (row-major order), its value and how many
-    pixels offend. (`tf.debugging.assert_less` and friends print the tensor's
-    first three values, which need not be the offending ones.)"""
-    bad = tf.where(tf.logical_not(ok))
-    first = bad[:1]
-    return tf.debugging.Assert(
-        tf.equal(tf.shape(bad)[0], 0),
-        [f'{message}; first offending pixel at [n, h, w, c] =', first,
-         'value', tf.gather_nd(images, first), 'offending pixels:',
-         tf.shape(bad)[0]], summarize=4)
-
-  def _check_float_images(self, images, what):
-    images = self._check_images(images, what)
-    with tf.control_dependencies([self._assert_pixels(
-        images, tf.math.is_finite(images),
-        f'{what}: images contain NaN or Inf pixels')]):
-      # After the finiteness check: NaN fails every comparison.
-      in_range = tf.logical_and(images >= -0.5, images <= 0.5)
-      check = self._assert_pixels(
-          images, in_range, f'{what}: pixel values out of range: float '
-          'images must be in [-0.5, 0.5] (send uint8 bin indices to '
-          'log_prob_uint8)')
-    with tf.control_dependencies([check]):
-      return tf.cast(tf.identity(images), self._dtype)
-
-  def _check_uint8_images(self, images, what):
-    images = self._check_images(images, what)
-    k = tf.cast(images, tf.int32)
-    with tf.control_dependencies([self._assert_pixels(
-        images, k < self._n_bins,
-        f'{what}: pixel values out of range: uint8 images hold bin indices '
-        f'0..{self._n_bins - 1} (n_bins={self._n_bins})')]):
-      k = tf.cast(tf.identity(k), self._dtype)
-    return (k + 0.5) / self._n_bins - 0.5
-
-  def _check_labels(self, labels, n, what):
-    if labels is None:
-      return None
-    dims = tf.concat([tf.shape(labels), [-1]], axis=0)
-    checks = [
-        tf.debugging.assert_equal(
-            dims[:2], tf.stack([n, -1]),
-            message=f'{what}: wrong labels shape: labels must be [N], one '
-            'int32 label per image/sample'),
-        tf.debugging.assert_non_negative(
-            labels, message=f'{what}: labels must be >= 0'),
-        tf.debugging.assert_less(
-            labels, tf.constant(self._num_classes, tf.int32),
-            message=f'{what}: labels must be < num_classes='
-            f'{self._num_classes}'),
-    ]
-    with tf.control_dependencies(checks):
-      return tf.identity(labels)
-
   # --- the computations (all through the Glow's one likelihood) ---------------
 
   def _scores(self, x, labels, what):
-    labels = self._check_labels(labels, tf.shape(x)[0], what)
+    labels = self._check.labels(labels, tf.shape(x)[0], what)
     log_prob = self._glow.log_prob_parts(x, labels).log_prob
     bpd = dist_lib.bits_per_dim(log_prob, self._shape, self._n_bins)
     return {'log_prob': tf.cast(log_prob, tf.float32),
             'bits_per_dim': tf.cast(bpd, tf.float32)}
 
   def _log_prob(self, images, labels):
-    x = self._check_float_images(images, 'log_prob')
+    x = self._check.float_images(images, 'log_prob')
     return self._scores(x, labels, 'log_prob')
 
   def _log_prob_uint8(self, images, labels):
-    x = self._check_uint8_images(images, 'log_prob_uint8')
+    x = self._check.uint8_images(images, 'log_prob_uint8')
     return self._scores(x, labels, 'log_prob_uint8')
 
   def _score(self, images, labels):
-    x = self._check_float_images(images, 'score')
+    x = self._check.float_images(images, 'score')
     bpd = self._scores(x, labels, 'score')['bits_per_dim']
     png = scoring.png_bits_per_dim(
         tf.cast(quantize.to_bins(x, self._n_bins), tf.uint8))
@@ -316,45 +372,21 @@ class _GlowExporter(tf.Module):
     return out
 
   def _encode(self, images, labels):
-    x = self._check_float_images(images, 'encode')
-    labels = self._check_labels(labels, tf.shape(x)[0], 'encode')
+    x = self._check.float_images(images, 'encode')
+    labels = self._check.labels(labels, tf.shape(x)[0], 'encode')
     eps = self._glow.log_prob_parts(x, labels).eps
     return {'latents': tf.cast(tf.ensure_shape(eps, [None, self._d]),
                                tf.float32)}
 
   def _decode(self, latents, labels):
-    d = self._d
-    dims = tf.concat([tf.shape(latents), tf.fill([2], -1)], axis=0)
-    checks = [tf.debugging.assert_equal(
-        dims[1:3], tf.constant([d, -1]),
-        message=f'decode: wrong latent shape: latents must be [N, {d}] '
-        f'(rank 2, latent size {d})')]
-    with tf.control_dependencies(checks):
-      latents = tf.identity(latents)
-    with tf.control_dependencies([tf.debugging.assert_all_finite(
-        latents, 'decode: latents contain NaN or Inf')]):
-      eps = tf.cast(tf.ensure_shape(latents, [None, d]), self._dtype)
-    labels = self._check_labels(labels, tf.shape(eps)[0], 'decode')
+    eps = self._check.latents(latents, 'decode')
+    labels = self._check.labels(labels, tf.shape(eps)[0], 'decode')
     x, _ = self._glow.generate(eps, labels)
     return {'images': tf.cast(x, tf.float32)}
 
   def _sample(self, count, temperature, seed, labels):
-    checks = [
-        tf.debugging.assert_non_negative(
-            count, message='sample: count must be >= 0'),
-        tf.debugging.assert_less_equal(
-            count, tf.constant(self._max_count, tf.int32),
-            message=f'sample: count must be <= max_count={self._max_count} '
-            '(fixed at export time: one request must not take the server '
-            'down; ask in several requests)'),
-        tf.debugging.assert_all_finite(
-            temperature, 'sample: temperature is NaN or Inf'),
-        tf.debugging.assert_non_negative(
-            temperature, message='sample: temperature must be >= 0'),
-    ]
-    with tf.control_dependencies(checks):
-      count = tf.identity(count)
-    labels = self._check_labels(labels, count, 'sample')
+    count = self._check.sample_request(count, temperature, 'sample')
+    labels = self._check.labels(labels, count, 'sample')
     t = tf.cast(temperature, self._dtype)
     eps = dist_lib.latent_noise(count, self._d, t, seed, self._dtype)
     x, _ = self._glow.generate(eps, labels, temperature=t)

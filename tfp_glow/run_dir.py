@@ -18,7 +18,10 @@ from that directory alone (`load_trained`). Layout of a model directory:
 
 Every file is written to a temporary name and renamed (`os.replace`), so a crash or
 SIGKILL mid-write never leaves a half-written file under the real name (see
-`tfp_glow.keras.callbacks`).
+`tfp_glow.keras.callbacks`). A file damaged afterwards (a full disk, a copy cut
+short) is refused by name, with what to do instead (`DamagedCheckpointError`):
+`load_trained` checks the checkpoint it loads, `check_resumable` what a resumed
+training run would read.
 
 The default model directory is `runs/<dataset>` under the current directory
 (`default_model_dir`). Not `/tmp/tfp_glow/...`: a folder named `tfp_glow` in the
@@ -33,6 +36,9 @@ defines no flag, so library code (e.g. `tfp_glow.export`) may import it.
 import json
 import math
 import os
+import re
+
+import h5py
 
 from tfp_glow import data as data_lib
 from tfp_glow import distribution as dist_lib
@@ -45,6 +51,7 @@ __all__ = [
     'write_config', 'check_config', 'load_trained', 'load_split',
     'resolve_lr_schedule', 'resolve_translate', 'write_json', 'define_model_dir_flags',
     'define_eval_flags', 'check_data_matches', 'evaluate_bpd', 'format_bpd',
+    'DamagedCheckpointError', 'check_weights_file', 'check_resumable',
 ]
 
 # The architecture and the training recipe, in ONE place: the training program
@@ -107,7 +114,10 @@ def read_config(model_dir):
         f'{path} does not exist: {model_dir!r} is not a model directory written by '
         'bin/train.py (pass the --model_dir you trained with).')
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is damaged: it is not JSON ({e}).') from e
 
 
 def write_config(model_dir, config):
@@ -166,6 +176,82 @@ def build_model(model, seed=None, init_batch_size=DEFAULTS['init_batch_size'],
                              class_loss_weight=class_loss_weight)
 
 
+class DamagedCheckpointError(ValueError):
+  """A weights file that cannot be read (truncated, or not HDF5): not a model
+  of another architecture, which Keras refuses by itself."""
+
+
+_TRUNCATED = re.compile(r'truncated file: eof = (\d+).*stored_eof = (\d+)')
+
+
+def _unreadable_because(error):
+  """What h5py's error says about a file, in a few words."""
+  text = ' '.join(str(error).split())
+  match = _TRUNCATED.search(text)
+  if match:
+    return f'it is truncated ({match.group(1)} of {match.group(2)} bytes)'
+  return f'it cannot be read as a weights file ({text})'
+
+
+def check_weights_file(path, advice=''):
+  """Raises `DamagedCheckpointError` when `path` is not a whole HDF5 weights file.
+
+  The file is opened (HDF5 compares its length with the one it recorded, so a
+  file cut short fails here) and every array in it read. The message names the
+  file, says it is damaged and why, then `advice` (what to use instead). A file
+  whose bytes were changed in place, without a read error, is not detected:
+  HDF5 keeps no checksums.
+  """
+  def read(_, obj):
+    if isinstance(obj, h5py.Dataset):
+      obj[()]  # pylint: disable=pointless-statement
+
+  try:
+    with h5py.File(path, 'r') as f:
+      f.visititems(read)
+  except (OSError, KeyError, RuntimeError, ValueError) as e:
+    raise DamagedCheckpointError(
+        f'{path} is damaged: {_unreadable_because(e)}.' +
+        (f' {advice}' if advice else '')) from e
+
+
+def _other_checkpoint_advice(model_dir, path):
+  """What to use instead of the damaged checkpoint `path` of `model_dir`."""
+  for which, what in (('latest', 'the weights after the last finished epoch'),
+                      ('best', 'the weights of the best validation bits/dim')):
+    other = checkpoint_path(model_dir, which)
+    if other == path or not os.path.exists(other):
+      continue
+    try:
+      check_weights_file(other)
+    except DamagedCheckpointError:
+      continue
+    return f'Use --checkpoint={which} ({what}).'
+  return (f'{model_dir!r} holds no other readable checkpoint: restore the file from '
+          'a copy, or train again into a new --model_dir.')
+
+
+def check_resumable(model_dir):
+  """Raises `DamagedCheckpointError` naming a damaged file that training resumed
+  in `model_dir` would read: the backup (weights, optimizer state and epoch,
+  `backup/backup.weights.h5`) and the best checkpoint (each new epoch must beat
+  the validation bits/dim stored in it). Files that are absent are fine: a run
+  that has none starts from the first epoch. bin/train.py calls this before it
+  resumes."""
+  backup_dir = os.path.join(model_dir, 'backup')
+  backup = os.path.join(backup_dir, callbacks_lib.Backup.STATE_NAME)
+  if os.path.exists(backup):
+    check_weights_file(backup, advice=(
+        f'Training cannot resume from it: remove {backup_dir} to train again from '
+        'the first epoch in this folder (the checkpoints stay; the best one is '
+        'replaced only by a better one), or train into a new --model_dir.'))
+  best = checkpoint_path(model_dir, 'best')
+  if os.path.exists(best):
+    check_weights_file(best, advice=(
+        'A resumed run compares every epoch with it: remove it (the next epoch '
+        'that validates writes a new one), or train into a new --model_dir.'))
+
+
 def load_trained(model_dir, which='best'):
   """Rebuilds the model of `model_dir` and loads a checkpoint into it.
 
@@ -176,6 +262,12 @@ def load_trained(model_dir, which='best'):
 
   Returns:
     `(model, config, path)`: the GlowModel, the config dict, the weights file loaded.
+
+  Raises:
+    FileNotFoundError: no config.json, or no checkpoint yet.
+    DamagedCheckpointError: the checkpoint cannot be read (truncated, not HDF5);
+      the message names it and the other checkpoint to use, if there is one.
+    ValueError: a damaged config.json, or weights of an uninitialised model.
   """
   config = read_config(model_dir)
   model = build_model(config['model'])
@@ -186,7 +278,13 @@ def load_trained(model_dir, which='best'):
     raise FileNotFoundError(
         f'No checkpoint {path}: training in {model_dir!r} has not finished an epoch '
         'yet.')
-  model.load_weights(path)
+  advice = _other_checkpoint_advice(model_dir, path)
+  check_weights_file(path, advice)
+  try:
+    model.load_weights(path)
+  except OSError as e:  # read errors that the check above did not meet
+    raise DamagedCheckpointError(
+        f'{path} is damaged: {_unreadable_because(e)}. {advice}') from e
   if not model.initialized:
     raise ValueError(f'{path} holds an uninitialised model (ActNorm never set).')
   return model, config, path

@@ -48,7 +48,7 @@ so no metric here depends on it.
 #### Example
 
 ```python
-model, config, _ = tfp_glow.run_dir.load_trained('/tmp/tfp_glow/digits')
+model, config, _ = tfp_glow.run_dir.load_trained('runs/digits')
 val, _ = tfp_glow.data.load('digits', 'validation', shuffle=False, seed=0)
 ref = scoring.fit_reference(model, val)
 scores = scoring.score(model, images, method='complexity')

@@ -202,12 +202,54 @@ def run_one(settings, config, seed, out_dir, data_dir=None, download=False,
   became NaN/Inf: training stopped there).
   """
   import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tfp_glow  # pylint: disable=g-import-not-at-top
-  from tfp_glow import data  # pylint: disable=g-import-not-at-top
 
   t_start = time.perf_counter()
   keras.utils.set_random_seed(seed)
+  train_ds, info, held_out = _run_data(settings, seed, data_dir, download)
+  image_shape = tuple(info.image_shape)
+  n_bins = int(info.n_bins)
+  dist = _initialized_flow(settings, config, seed, train_ds, image_shape)
+  train_step, point = _compiled_steps(settings, dist, image_shape, n_bins,
+                                      held_out)
+  curve, train_seconds, first_block_seconds, diverged = _train(
+      settings, config, seed, train_step, point, train_ds, log)
+  steps_run = curve[-1]['step']
+  samples, samples_note = (None, None) if diverged else _write_samples(
+      settings, dist, n_bins, _samples_path(out_dir, config, seed))
+  result = {
+      'config': config.name,
+      'permutation': config.permutation,
+      'coupling': config.coupling,
+      'actnorm_init': config.actnorm_init,
+      'seed': seed,
+      'image_shape': list(image_shape),
+      'n_bins': n_bins,
+      'parameter_count': int(tfp_glow.parameter_count(dist)),
+      'steps': steps_run,
+      'diverged': diverged,
+      'curve': curve,
+      'train_seconds': train_seconds,
+      'first_block_seconds': first_block_seconds,
+      'steps_per_second': _steps_per_second(settings, steps_run, train_seconds,
+                                            first_block_seconds, diverged),
+      'wall_seconds': time.perf_counter() - t_start,
+      'samples': (os.path.relpath(samples, out_dir) if samples is not None
+                  else None),
+      'samples_note': samples_note,
+      'settings': settings.to_dict(),
+  }
+  files.write_json(run_path(out_dir, config, seed), result)
+  return result
+
+
+# --- the steps of run_one, in order ----------------------------------------------
+
+
+def _run_data(settings, seed, data_dir, download):
+  """The shuffled training stream (seeded by `seed`), its `DatasetInfo`, and the
+  held-out splits ('val', 'test' where the dataset has them) with fixed noise,
+  cached."""
   train_ds, info = _load(settings, 'train', data_dir, download,
                          batch_size=settings.batch_size, shuffle=True,
                          seed=seed)
@@ -219,21 +261,33 @@ def run_one(settings, config, seed, out_dir, data_dir=None, download=False,
                     batch_size=settings.eval_batch_size, shuffle=False,
                     seed=settings.eval_seed)
       held_out[key] = ds.cache()
-  image_shape = tuple(info.image_shape)
-  n_bins = int(info.n_bins)
+  return train_ds, info, held_out
+
+
+def _initialized_flow(settings, config, seed, train_ds, image_shape):
+  """The configuration's Glow distribution, ActNorm-initialised on the first
+  images of the training stream (its own iterator, so the training order is
+  the same under either ActNorm init)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tfp_glow  # pylint: disable=g-import-not-at-top
   dist = tfp_glow.glow_distribution(
       image_shape, levels=settings.levels,
       steps_per_level=settings.steps_per_level,
       hidden_width=settings.hidden_width, coupling=config.coupling,
       permutation=config.permutation, learn_top=settings.learn_top,
       seed=seed, actnorm_init=config.actnorm_init)
-
-  # The init batch: the first images of the training stream (its own iterator,
-  # so the training order is the same under either ActNorm init).
   init_batches = math.ceil(settings.init_batch_size / settings.batch_size)
   x_init = tf.concat(list(train_ds.take(init_batches)), 0)
   tfp_glow.initialize(dist, x_init[:settings.init_batch_size])
+  return dist
 
+
+def _compiled_steps(settings, dist, image_shape, n_bins, held_out):
+  """`(train_step, point)`: one Adam step on a batch (its mean bits/dim
+  returned), and the curve entry at a step (held-out bits/dim evaluated)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tfp_glow  # pylint: disable=g-import-not-at-top
   variables = list(dist.trainable_variables)
   optimizer = keras.optimizers.Adam(learning_rate=tfp_glow.WarmupSchedule(
       settings.learning_rate, settings.warmup_steps))
@@ -274,6 +328,14 @@ def run_one(settings, config, seed, out_dir, data_dir=None, download=False,
       entry[f'{key}_bpd'] = evaluate(held_out[key]) if key in held_out else None
     return entry
 
+  return train_step, point
+
+
+def _train(settings, config, seed, train_step, point, train_ds, log):
+  """Blocks of `eval_every` steps, each followed by an evaluation, until
+  `steps` or until the loss is not finite. Returns `(curve, train_seconds,
+  first_block_seconds, diverged)`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   curve = [point(0, None, 0.0)]
   train_seconds, first_block_seconds, diverged = 0.0, None, False
   iterator = iter(train_ds.repeat())
@@ -298,52 +360,35 @@ def run_one(settings, config, seed, out_dir, data_dir=None, download=False,
     log(f'{config.name} seed {seed}: step {step}, train {block_loss:.3f}, '
         f"val {_fmt(last['val_bpd'])}, test {_fmt(last['test_bpd'])} "
         f'bits/dim, {train_seconds:.0f} s')
+  return curve, train_seconds, first_block_seconds, diverged
 
-  steps_run = curve[-1]['step']
+
+def _steps_per_second(settings, steps_run, train_seconds, first_block_seconds,
+                      diverged):
+  """Training speed after the first block (which includes the compilation),
+  or over every block when there was only one (or the run diverged)."""
   if steps_run > settings.eval_every and not diverged:
-    steps_per_second = (steps_run - settings.eval_every) / max(
+    return (steps_run - settings.eval_every) / max(
         train_seconds - first_block_seconds, 1e-9)
-  else:
-    steps_per_second = steps_run / max(train_seconds, 1e-9)
+  return steps_run / max(train_seconds, 1e-9)
 
-  samples_note = None
-  samples = None
-  if not diverged:
-    try:
-      x = tfp_glow.sample(dist, settings.num_samples,
-                          temperature=settings.temperature,
-                          seed=settings.sample_seed)
-      samples = data.postprocess(x, n_bins).numpy()
-    except (FloatingPointError, tf.errors.InvalidArgumentError) as e:
-      samples_note = f'no samples: {e}'
-  if samples is not None:
-    buf = io.BytesIO()
-    np.save(buf, samples)
-    files.atomic_write(_samples_path(out_dir, config, seed), buf.getvalue(), 'wb')
 
-  result = {
-      'config': config.name,
-      'permutation': config.permutation,
-      'coupling': config.coupling,
-      'actnorm_init': config.actnorm_init,
-      'seed': seed,
-      'image_shape': list(image_shape),
-      'n_bins': n_bins,
-      'parameter_count': int(tfp_glow.parameter_count(dist)),
-      'steps': steps_run,
-      'diverged': diverged,
-      'curve': curve,
-      'train_seconds': train_seconds,
-      'first_block_seconds': first_block_seconds,
-      'steps_per_second': steps_per_second,
-      'wall_seconds': time.perf_counter() - t_start,
-      'samples': (os.path.relpath(_samples_path(out_dir, config, seed), out_dir)
-                  if samples is not None else None),
-      'samples_note': samples_note,
-      'settings': settings.to_dict(),
-  }
-  files.write_json(run_path(out_dir, config, seed), result)
-  return result
+def _write_samples(settings, dist, n_bins, path):
+  """Samples from the trained flow saved to `path` (uint8, .npy); returns
+  `(path, None)`, or `(None, why)` when the samples are not finite."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tfp_glow  # pylint: disable=g-import-not-at-top
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  try:
+    x = tfp_glow.sample(dist, settings.num_samples,
+                        temperature=settings.temperature,
+                        seed=settings.sample_seed)
+  except (FloatingPointError, tf.errors.InvalidArgumentError) as e:
+    return None, f'no samples: {e}'
+  buf = io.BytesIO()
+  np.save(buf, data.postprocess(x, n_bins).numpy())
+  files.atomic_write(path, buf.getvalue(), 'wb')
+  return path, None
 
 
 def _fmt(value, digits=3):

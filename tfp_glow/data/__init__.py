@@ -68,6 +68,7 @@ from tfp_glow.data.pipeline import DIGITS_N_BINS
 from tfp_glow.data.pipeline import FOLDER_PREFIX
 from tfp_glow.data.pipeline import SPLITS
 from tfp_glow.data.pipeline import DatasetInfo
+from tfp_glow.data.pipeline import UnknownDatasetError
 from tfp_glow.data.pipeline import n_bins_for
 from tfp_glow.data.quantize import dequantize_images
 from tfp_glow.data.quantize import postprocess
@@ -87,6 +88,7 @@ __all__ = [
     'DIGITS_TEST_SIZE',
     'MAX_MEMORY_CACHE_BYTES',
     'DatasetInfo',
+    'UnknownDatasetError',
     'n_bins_for',
     'reduce_bits',
     'dequantize_images',

@@ -123,8 +123,43 @@ def load_folder(path: str,
       different sizes without `image_size` (two are named); an image outside any
       subfolder with `with_labels`; bad arguments.
   """
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root, size = _check_arguments(path, split, batch_size, validation_fraction, n_bits,
+                                seed, image_size, resize, channels)
+  files = _list_images(root)
+  if not files:
+    raise ValueError(f'No images (.png, .jpg, .jpeg) found under {root!r} (searched '
+                     'recursively).')
+  labels, class_names = _labels(files, root, with_labels)
+  chosen = _split_indices(files, split, validation_fraction, root)
+  complain = _complainer(skip_corrupt)
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+    good = _readable(pool, files, chosen, complain, root)
+    if channels is None:
+      channels = _default_channels(files, good)
+    target = size if size is not None else _one_size(good, root)
+    images, indices = _decode_all(pool, good, channels, target, resize, complain,
+                                  root, len(chosen))
+  images = reduce_bits(images, n_bits).numpy()
+  n = len(images)
+  n_bins = n_bins_for('folder', n_bits)
+  info = DatasetInfo(f'{FOLDER_PREFIX}{root}', split, tuple(images.shape[1:]), n_bins, n,
+                     len(class_names) if class_names else None, class_names,
+                     source=f'folder {root} ({n} images)')
+  ds = _from_arrays(images, labels[np.asarray(indices)])
+  return _finish(ds, n_bins=n_bins, num_examples=n, batch_size=int(batch_size),
+                 shuffle=shuffle, shuffle_buffer=n, dequantize=dequantize, flip=flip,
+                 seed=seed, with_labels=with_labels,
+                 drop_remainder=drop_remainder, translate=int(translate),
+                 translate_prob=float(translate_prob)), info
 
+
+# --------------------------------------------------------------------------------------
+# The steps of load_folder, in order
+
+
+def _check_arguments(path, split, batch_size, validation_fraction, n_bits, seed,
+                     image_size, resize, channels):
+  """Refuses bad arguments and a missing folder; returns `(root, size)`."""
   folder_splits = ('all', 'train_full', 'train', 'validation')
   if split == 'test':
     raise ValueError("A folder has no test split: put test images in a folder of their "
@@ -142,106 +177,113 @@ def load_folder(path: str,
     raise FileNotFoundError(f'Image folder {root!r} does not exist.')
   if not os.path.isdir(root):
     raise NotADirectoryError(f'{root!r} is not a folder of images.')
+  return root, size
 
-  files = _list_images(root)
-  if not files:
-    raise ValueError(f'No images (.png, .jpg, .jpeg) found under {root!r} (searched '
-                     'recursively).')
 
-  class_names = None
-  if with_labels:
-    tops = []
-    for f in files:
-      parts = os.path.relpath(f, root).split(os.sep)
-      if len(parts) < 2:
-        raise ValueError(f'with_labels=True labels images by their subfolder, but {f!r} '
-                         f'is directly in {root!r}.')
-      tops.append(parts[0])
-    class_names = tuple(sorted(set(tops)))
-    labels = np.array([class_names.index(t) for t in tops], np.int64)
-  else:
-    labels = np.full((len(files),), -1, np.int64)
+def _labels(files, root, with_labels):
+  """`(labels, class_names)`: each file's top-level subfolder as its class (class
+  names sorted), or -1 for every file and None without labels."""
+  if not with_labels:
+    return np.full((len(files),), -1, np.int64), None
+  tops = []
+  for f in files:
+    parts = os.path.relpath(f, root).split(os.sep)
+    if len(parts) < 2:
+      raise ValueError(f'with_labels=True labels images by their subfolder, but {f!r} '
+                       f'is directly in {root!r}.')
+    tops.append(parts[0])
+  class_names = tuple(sorted(set(tops)))
+  return np.array([class_names.index(t) for t in tops], np.int64), class_names
 
-  if split in ('train', 'validation'):
-    kept, held = _fixed_holdout(len(files), validation_fraction, seed=0)
-    chosen = held if split == 'validation' else kept
-    if not len(chosen):
-      raise ValueError(f'The {split!r} split of {root!r} is empty ({len(files)} images, '
-                       f'validation_fraction={validation_fraction}).')
-  else:
-    chosen = np.arange(len(files))
 
-  def header(f):
-    try:
-      with Image.open(f) as img:
-        return (img.height, img.width), img.mode, None
-    except Exception as e:  # PIL raises several types for non-images.
-      return None, None, e
+def _split_indices(files, split, validation_fraction, root):
+  """Indices (into the sorted `files`) of the split's images: a fixed holdout
+  for 'train' / 'validation', every image otherwise."""
+  if split not in ('train', 'validation'):
+    return np.arange(len(files))
+  kept, held = _fixed_holdout(len(files), validation_fraction, seed=0)
+  chosen = held if split == 'validation' else kept
+  if not len(chosen):
+    raise ValueError(f'The {split!r} split of {root!r} is empty ({len(files)} images, '
+                     f'validation_fraction={validation_fraction}).')
+  return chosen
 
+
+def _complainer(skip_corrupt):
+  """What to do with an unreadable file: raise, naming it, or log and go on."""
   def complain(f, e):
     message = f'Cannot read image {f!r}: {type(e).__name__}: {e}'
     if not skip_corrupt:
       raise ValueError(message + ' (pass skip_corrupt=True to leave it out)') from e
     _LOG.warning('%s; skipping it.', message)
 
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, num_workers))
-  with pool:
-    chosen_files = [files[i] for i in chosen]
-    heads = list(pool.map(header, chosen_files))
-    good = []
-    for i, f, (hw, mode, err) in zip(chosen, chosen_files, heads):
-      if err is not None:
-        complain(f, err)
-      else:
-        good.append((i, f, hw, mode))
-    if not good:
-      raise ValueError(f'No readable images under {root!r}: all {len(chosen)} were '
-                       'skipped as unreadable.')
-    if channels is None:
-      # From the first image of the whole folder, so every split agrees.
-      first = header(files[0])
-      channels = _channels_of_mode(first[1] if first[2] is None else good[0][3])
-    if size is None:
-      by_size = {}
-      for _, f, hw, _ in good:
-        by_size.setdefault(hw, f)
-      if len(by_size) > 1:
-        (hw1, f1), (hw2, f2) = list(by_size.items())[:2]
-        raise ValueError(
-            f'Images under {root!r} differ in size: {f1!r} is {hw1[0]}x{hw1[1]} and '
-            f'{f2!r} is {hw2[0]}x{hw2[1]} (height x width); pass image_size to bring '
-            'them to one size.')
-      target = None
+  return complain
+
+
+def _header(f):
+  """`((height, width), mode, None)` of an image file, or `(None, None, error)`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(f) as img:
+      return (img.height, img.width), img.mode, None
+  except Exception as e:  # PIL raises several types for non-images.  # pylint: disable=broad-except
+    return None, None, e
+
+
+def _readable(pool, files, chosen, complain, root):
+  """`(index, file, (height, width), mode)` of each chosen file whose header reads."""
+  chosen_files = [files[i] for i in chosen]
+  good = []
+  for i, f, (hw, mode, err) in zip(chosen, chosen_files,
+                                   pool.map(_header, chosen_files)):
+    if err is not None:
+      complain(f, err)
     else:
-      target = size
+      good.append((i, f, hw, mode))
+  if not good:
+    raise ValueError(f'No readable images under {root!r}: all {len(chosen)} were '
+                     'skipped as unreadable.')
+  return good
 
-    def decode(item):
-      try:
-        return _decode(item[1], channels, target, resize), None
-      except Exception as e:  # Truncated or damaged data behind a valid header.
-        return None, e
 
-    decoded = list(pool.map(decode, good))
+def _default_channels(files, good):
+  """Channels from the first image of the whole folder, so every split agrees
+  (the first readable one of the split when that image does not read)."""
+  first = _header(files[0])
+  return _channels_of_mode(first[1] if first[2] is None else good[0][3])
+
+
+def _one_size(good, root):
+  """The size all `good` images share; two of different sizes are named."""
+  by_size = {}
+  for _, f, hw, _ in good:
+    by_size.setdefault(hw, f)
+  if len(by_size) > 1:
+    (hw1, f1), (hw2, f2) = list(by_size.items())[:2]
+    raise ValueError(
+        f'Images under {root!r} differ in size: {f1!r} is {hw1[0]}x{hw1[1]} and '
+        f'{f2!r} is {hw2[0]}x{hw2[1]} (height x width); pass image_size to bring '
+        'them to one size.')
+  return None
+
+
+def _decode_all(pool, good, channels, target, resize, complain, root, n_chosen):
+  """Every `good` image decoded (uint8 `[N, H, W, C]`) and its index; one whose
+  data fails behind a valid header goes to `complain`."""
+  def decode(item):
+    try:
+      return _decode(item[1], channels, target, resize), None
+    except Exception as e:  # Truncated or damaged data behind a valid header.  # pylint: disable=broad-except
+      return None, e
 
   arrays, indices = [], []
-  for (i, f, _, _), (array, err) in zip(good, decoded):
+  for (i, f, _, _), (array, err) in zip(good, pool.map(decode, good)):
     if err is not None:
       complain(f, err)
     else:
       arrays.append(array)
       indices.append(i)
   if not arrays:
-    raise ValueError(f'No readable images under {root!r}: all {len(chosen)} were '
+    raise ValueError(f'No readable images under {root!r}: all {n_chosen} were '
                      'skipped as unreadable.')
-  images = reduce_bits(np.stack(arrays), n_bits).numpy()
-  n = len(images)
-  n_bins = n_bins_for('folder', n_bits)
-  info = DatasetInfo(f'{FOLDER_PREFIX}{root}', split, tuple(images.shape[1:]), n_bins, n,
-                     len(class_names) if class_names else None, class_names,
-                     source=f'folder {root} ({n} images)')
-  ds = _from_arrays(images, labels[np.asarray(indices)])
-  return _finish(ds, n_bins=n_bins, num_examples=n, batch_size=int(batch_size),
-                 shuffle=shuffle, shuffle_buffer=n, dequantize=dequantize, flip=flip,
-                 seed=seed, with_labels=with_labels,
-                 drop_remainder=drop_remainder, translate=int(translate),
-                 translate_prob=float(translate_prob)), info
+  return np.stack(arrays), indices

@@ -123,8 +123,13 @@ def _check_seed(seed: Any) -> None:
     raise ValueError(f'seed must fit in int64, got {seed!r}')
 
 
+class UnknownDatasetError(ValueError):
+  """A dataset name that is no source `load` knows (a program can then list
+  what else it accepts, e.g. bin/score.py's built-in sets)."""
+
+
 def _unknown_name_error(name: str) -> ValueError:
-  return ValueError(
+  return UnknownDatasetError(
       f'Unknown dataset {name!r}. Choose one of {list(DATASETS)}, '
       f"'{FOLDER_PREFIX}PATH' for a folder of PNG/JPEG images, or the name of any "
       'TFDS image dataset (with an "image" feature), e.g. "fashion_mnist".')

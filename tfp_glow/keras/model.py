@@ -24,6 +24,7 @@ from tfp_glow.keras import jit as jit_lib
 __all__ = ['GlowModel', 'WarmupSchedule', 'SampleGrid', 'warmup_steps_for']
 
 
+@keras.saving.register_keras_serializable(package='tfp_glow')
 class GlowModel(keras.Model):
   """A Keras model around a Glow distribution; its loss is bits per dimension.
 
@@ -58,6 +59,12 @@ class GlowModel(keras.Model):
   * Resuming: with a `tfp_glow.keras.callbacks.Backup` among `fit`'s
     callbacks, training restarts after the backed-up epoch, from its weights
     and optimizer state.
+  * Keras's own save: `model.save('glow.keras')` then
+    `keras.models.load_model('glow.keras')` (after `import tfp_glow`, which
+    registers the class) rebuilds the architecture from `get_config` (the
+    `Glow`'s constructor arguments) and loads every weight exactly, the
+    optimizer's state with them. `model.export(...)` is refused: the
+    SavedModel to serve is `tfp_glow.export.save`, with its signatures.
   * Under a `tf.distribute` strategy (see `distribute.make_strategy`): build the
     distribution and the model, and compile, inside `strategy.scope()`; `x`
     yields global batches, which Keras splits between the replicas. Each step
@@ -110,6 +117,46 @@ class GlowModel(keras.Model):
   @property
   def conditional(self):
     return self.glow.num_classes is not None
+
+  # --- Keras's serialization -----------------------------------------------------
+
+  def get_config(self):
+    """What `keras.models.load_model` rebuilds the model from: the Glow's
+    constructor arguments (`glow`, plain JSON) and this model's settings. The
+    weights are saved apart, by Keras, in the order `_register_variables`
+    gave them, which the same arguments give again."""
+    return {
+        'name': self.name,
+        'glow': _glow_config(self.glow, self.distribution),
+        'n_bins': self.n_bins,
+        'class_loss_weight': self.class_loss_weight,
+        'init_batch_size': self.init_batch_size,
+        'jit_timing_steps': self.jit_timing_steps,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    glow = dict(config.pop('glow'))
+    return cls(dist_lib.glow_distribution(**glow), **config)
+
+  def compile_from_config(self, config):
+    """Keras's own, which skips any model that overrides `compile`: this one's
+    `compile` only adds the 'auto' mode, so the saved arguments compile it as
+    they are, and the optimizer's state then loads from the file."""
+    self.compile(**keras.saving.deserialize_keras_object(config))
+    if self.built:
+      self.optimizer.build(self.trainable_variables)
+
+  def export(self, filepath, *args, **kwargs):  # pylint: disable=arguments-differ
+    """Refused: `tfp_glow.export.save(model, export_dir)` is this model's export."""
+    del args, kwargs
+    raise NotImplementedError(
+        f'GlowModel.export({filepath!r}): Keras\'s export (one `serve` '
+        'endpoint) is not the one for this model. Use tfp_glow.export.save(model, '
+        'export_dir): a SavedModel with the log_prob, log_prob_uint8, sample, '
+        'encode, decode, score and metadata signatures, input checks inside the '
+        'graph, needing only TensorFlow to load (bin/export.py runs it).')
 
   @property
   def metrics(self):
@@ -347,6 +394,30 @@ class GlowModel(keras.Model):
                            labels=labels)
 
 
+def _glow_config(glow, distribution):
+  """The keyword arguments of `glow_distribution` that rebuild `glow` (JSON:
+  dtypes by name), or a ValueError when `distribution` is not the standard one
+  that `glow_distribution` puts around a Glow (a base it cannot rebuild)."""
+  base = getattr(distribution, 'distribution', None)
+  normal = getattr(base, 'distribution', None)
+  standard = (
+      getattr(distribution, 'bijector', None) is glow and
+      type(base).__name__ == 'Sample' and type(normal).__name__ == 'Normal' and
+      np.array_equal(np.asarray(normal.loc), 0) and
+      np.array_equal(np.asarray(normal.scale), 1))
+  if not standard:
+    raise ValueError(
+        'GlowModel.get_config: the distribution is not the one glow_distribution '
+        'makes (a standard-normal base around the Glow), so its config cannot '
+        'rebuild it; build the model from tfp_glow.glow_distribution(...).')
+  config = dict(glow.parameters)
+  config['image_shape'] = [int(d) for d in config['image_shape']]
+  for key in ('dtype', 'compute_dtype'):
+    if config[key] is not None:
+      config[key] = tf.as_dtype(config[key]).name
+  return config
+
+
 def _register_variables(layer, variables):
   """Makes `layer` own `variables` (each once), so that `trainable_variables`,
   the optimizers, `save_weights` / `load_weights` and the callbacks see them.
@@ -367,6 +438,7 @@ def _register_variables(layer, variables):
 DECAYS = ('linear', 'cosine', 'constant')
 
 
+@keras.saving.register_keras_serializable(package='tfp_glow')
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
   """Linear warmup from 0 to `learning_rate` over `warmup_steps`, then a decay
   that reaches zero at step `total_steps` (or flat, `decay='constant'`).

@@ -357,7 +357,10 @@ def _inversion_numerics(model_dir):
   if FLAGS.numerics_batch < 1:
     raise app.UsageError(f'--numerics_batch must be >= 1, got '
                          f'{FLAGS.numerics_batch}.')
-  model, config, path = run_dir.load_trained(model_dir)
+  try:
+    model, config, path = run_dir.load_trained(model_dir)
+  except (FileNotFoundError, ValueError) as e:  # no model there, or a damaged one
+    raise app.UsageError(str(e)) from e
   ds, info = run_dir.load_split(config, 'test', batch_size=FLAGS.numerics_batch,
                                 shuffle=False, dequantize=True, seed=0)
   batch = next(iter(ds))

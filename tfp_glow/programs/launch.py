@@ -9,36 +9,32 @@ of `sys.argv[0]`, and its docstring becomes the usage text: `--help` reads the
 same from `python bin/train.py`, `tfp-glow-train` and
 `python -m tfp_glow.programs.train`.
 
-The "failed call to cuInit" error line (issue 15.7). The pip `tensorflow` wheel is
-built with CUDA; on a machine without an NVIDIA driver its CUDA platform still
-calls `cuInit` when the first op creates the devices, fails, and logs
-`E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)` as an ERROR, although
-nothing is wrong: the CPU is all there is. `TF_CPP_MIN_LOG_LEVEL=3` hides it, and
-every real C++ error with it. Instead, the `bin/` launchers set, before
-TensorFlow is imported (the device factories read it when TensorFlow loads, so
-setting it later does nothing) and only where the user has not set them:
+Errors in the command line read the same in every program (issue 21.4): one
+line, `Error: ...`, on stderr and exit status 2, whether absl's flag parser
+refuses a flag (unknown, unparsable, a required one missing) or the program's
+`main` raises `app.UsageError` (a value out of range). absl's own handling
+would print the whole usage text before the error and exit with 1; `--help`
+still prints the usage.
 
-* `TF_ENABLED_DEVICE_TYPES=CPU`: TensorFlow registers only its CPU device
-  factory, so the CUDA platform is never initialised and `cuInit` never called.
-  Only when no GPU can be used anyway: on Linux, with neither
-  `/proc/driver/nvidia` (NVIDIA's kernel driver) nor `/dev/kfd` (AMD's ROCm)
-  present. The programs use CPUs and GPUs only (no TPU strategy); XLA
-  (`jit_compile`) and several logical CPUs work as before.
-* `TF_CPP_MIN_LOG_LEVEL=1`, with it: hides TensorFlow's C++ INFO lines (among
-  them three saying which device factories the variable disabled); warnings and
-  errors still show.
-
-Set either variable yourself to override (`TF_ENABLED_DEVICE_TYPES=` empty
-enables every device type). The console scripts and `python -m` import
-`tfp_glow`, and with it TensorFlow, before any code of the program runs, so they
-cannot do this: there, export `TF_ENABLED_DEVICE_TYPES=CPU` on a machine without
-a GPU for the same effect.
+What TensorFlow prints by itself (its load-time lines, the "failed call to
+cuInit" error on a machine without a GPU, C++ warnings) is hidden before this
+module runs, by `tfp_glow/_program_start.py`, which `tfp_glow/__init__.py`
+calls before TensorFlow is imported: for `bin/<name>.py`, `tfp-glow-<name>`
+and `python -m tfp_glow.programs.<name>` alike. Here, the libraries' Python
+log (absl's, which `absl.app` would show from INFO up: TFDS says "Failed to
+load dataset ..." for every name it looks up) is kept to warnings and errors.
+`TFP_GLOW_TF_LOGS=1` brings all of it back; `--verbosity=0` (absl's flag) the
+INFO lines alone.
 """
 
+import functools
+import re
 import sys
 
 from absl import app
 from absl import flags
+
+from tfp_glow import _program_start
 
 SHARED_FLAG_MODULES = ('tfp_glow.run_dir',)
 
@@ -56,8 +52,59 @@ def keras_verbosity(verbose, stream=None):
     return 2
 
 
+# absl's words for a required flag left out (one sentence per flag).
+_REQUIRED = re.compile(r'flag --(\w+)=None: Flag --\1 must have a value other than '
+                       r'None\.?')
+EXIT_USAGE = 2
+
+
+def error_line(message):
+  """The one line a program prints for a bad command line."""
+  text = ' '.join(str(message).split())
+  names = _REQUIRED.findall(text)
+  if names and not _REQUIRED.sub('', text).strip():
+    if len(names) == 1:
+      flag = flags.FLAGS[names[0]] if names[0] in flags.FLAGS else None
+      text = f'--{names[0]} is required' + (
+          f': {flag.help}' if flag is not None else '.')
+    else:
+      text = ' and '.join(f'--{n}' for n in names) + ' are required.'
+  return f'Error: {text}'
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a refused flag reported in one line (exit 2)."""
+  try:
+    argv = flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'{error_line(e)} (--help lists the flags)', file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+  if (flags.FLAGS['verbosity'].using_default_value and
+      not _program_start.tf_logs_wanted()):
+    # absl.app would raise its Python logging to INFO here, and libraries log
+    # through it (TFDS: "Failed to load dataset ... from files"): warnings and
+    # errors only, unless --verbosity (absl's flag) or TFP_GLOW_TF_LOGS says so.
+    flags.FLAGS.verbosity = -1
+  return argv
+
+
+def one_line_usage_errors(main):
+  """`main` with `app.UsageError` reported in one line and exit status 2."""
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except app.UsageError as e:
+      print(error_line(e), file=sys.stderr)
+      return EXIT_USAGE
+
+  return wrapped
+
+
 def run(main, module_name):
-  """`absl.app.run(main)` with the flags and docstring of `module_name`."""
+  """`absl.app.run(main)` with the flags and docstring of `module_name`, and bad
+  command lines reported in one line with exit status 2."""
   module = sys.modules[module_name]
   launcher = sys.argv[0]
   for name in (module_name,) + SHARED_FLAG_MODULES:
@@ -66,4 +113,4 @@ def run(main, module_name):
   main_module = sys.modules.get('__main__')
   if main_module is not None and main_module is not module and module.__doc__:
     main_module.__doc__ = module.__doc__
-  app.run(main)
+  app.run(one_line_usage_errors(main), flags_parser=parse_flags)

@@ -1,18 +1,19 @@
 r"""Scores a trained Glow as an out-of-distribution detector.
 
-  python bin/score.py --model_dir=/tmp/tfp_glow/digits \
-      --out=noise,constant,sklearn_patches,inverted
+  python bin/score.py --model_dir=runs/digits \
+      --ood=noise,constant,sklearn_patches,inverted
 
 Scores the in-distribution test set (--in, default: the model's own dataset,
-split --in_split) and each OOD set of --out with every method of --method
+split --in_split) and each OOD set of --ood with every method of --method
 (`tfp_glow.scoring`: 'bpd' the naive bits/dim, 'typicality', 'complexity',
 'ratio' with --background_dir; higher = more anomalous), and prints AUROC,
 AUPR and FPR at 95% TPR (OOD = positive) per method and OOD set.
 
-OOD sets (--out, comma-separated): any dataset spec bin/train.py accepts
-('digits', a TFDS name such as mnist or svhn_cropped, 'folder:PATH'; split
---out_split, folders: all their images), read at the model's n_bits and
-image_size, or a built-in set made at the model's shape and n_bins:
+OOD sets (--ood, comma-separated; default noise,constant,inverted): any
+dataset spec bin/train.py accepts ('digits', a TFDS name such as mnist or
+svhn_cropped, 'folder:PATH'; split --ood_split, folders: all their images),
+read at the model's n_bits and image_size, or a built-in set made at the
+model's shape and n_bins (an unknown name is refused, listing these):
   noise             every value uniform over the n_bins levels
   constant          one level per image (and channel), the same at every pixel
   inverted          the --in images with every bin k turned into n_bins-1-k
@@ -27,8 +28,9 @@ The typicality reference (mean and std of the bits/dim of held-out
 in-distribution images) is fitted on --reference_split of the model's dataset
 (default: validation, never the test set it is evaluated on) for each seed,
 or read from --reference; the first seed's is written to
-MODEL_DIR/scoring_reference.json (--save_reference), where
-`tfp_glow.export.save(..., reference=MODEL_DIR)` finds it.
+MODEL_DIR/scoring_reference.json (--save_reference), where bin/export.py and
+`tfp_glow.export.save(..., reference=MODEL_DIR)` find it (the export's `score`
+signature then gives typicality too).
 
 Deterministic: dequantisation noise is a function of (seed, image index)
 (`tfp_glow.data`); with several --seeds every metric is reported as the mean
@@ -60,11 +62,16 @@ flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
 flags.DEFINE_string('in', None,
                     'In-distribution dataset spec (default: the model\'s own).')
 flags.DEFINE_string('in_split', 'test', 'Split of --in.')
-flags.DEFINE_list('out', None,
-                  'OOD sets: dataset specs (digits, TFDS names, folder:PATH) or '
-                  'built-in sets (noise, constant, inverted, sklearn_patches).')
-flags.DEFINE_string('out_split', 'test',
+flags.DEFINE_list('ood', ['noise', 'constant', 'inverted'],
+                  'Out-of-distribution sets: dataset specs (digits, TFDS names, '
+                  'folder:PATH) or built-in sets (noise, constant, inverted, '
+                  'sklearn_patches).')
+flags.DEFINE_list('out', None, 'Renamed --ood (in bin/sample.py and '
+                  'bin/interpolate.py --out is the output PNG); refused with a '
+                  'message saying so.')
+flags.DEFINE_string('ood_split', 'test',
                     'Split of the OOD datasets (folders: all their images).')
+flags.DEFINE_alias('out_split', 'ood_split')
 flags.DEFINE_list('method', ['all'],
                   "Scores: 'all' or a list of bpd, typicality, complexity, ratio "
                   "('all' includes ratio only with --background_dir).")
@@ -93,7 +100,6 @@ flags.DEFINE_string('output_dir', None,
                     'Where results.json and scores.png go (default '
                     'MODEL_DIR/scoring).')
 flags.mark_flag_as_required('model_dir')
-flags.mark_flag_as_required('out')
 
 _METRICS = ('auroc', 'aupr', 'fpr95')
 
@@ -219,70 +225,87 @@ def _plot(path, methods, scores_in, scores_out, in_name):
   plt.close(fig)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+def _check_flags(scoring):
+  """The OOD set names, methods and seeds the flags ask for (UsageError if bad)."""
+  if FLAGS.out is not None:
+    raise app.UsageError(
+        f'--out is now --ood (the out-of-distribution sets): pass '
+        f'--ood={",".join(FLAGS.out)}. (--out is the output PNG of bin/sample.py '
+        'and bin/interpolate.py; here the outputs go to --output_dir.)')
   if FLAGS.batch_size < 1:
     raise app.UsageError(f'--batch_size must be >= 1, got {FLAGS.batch_size}.')
   if FLAGS.count is not None and FLAGS.count < 2:
     raise app.UsageError(f'--count must be >= 2, got {FLAGS.count}.')
-  out_names = [s.strip() for s in FLAGS.out if s.strip()]
-  if not out_names or len(set(out_names)) != len(out_names):
-    raise app.UsageError(f'--out must name distinct OOD sets, got {FLAGS.out}.')
-  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  ood_names = [s.strip() for s in FLAGS.ood if s.strip()]
+  if not ood_names or len(set(ood_names)) != len(ood_names):
+    raise app.UsageError(f'--ood must name distinct OOD sets, got {FLAGS.ood}.')
+  return ood_names, _methods(scoring), _seeds()
+
+
+def _load_models(run_dir, methods):
+  """The model (and the background model for 'ratio'), refusing a conditional one."""
+  model, config, path = run_dir.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
+  if config['model'].get('num_classes'):
+    raise ValueError('This model is class-conditional; scoring needs an '
+                     'unconditional model (the marginal p(x)).')
+  background = None
+  if 'ratio' in methods:
+    background, _, _ = run_dir.load_trained(FLAGS.background_dir, FLAGS.checkpoint)
+  return model, config, path, background
+
+
+def _load_ood(loader, scoring, name, seed, like):
+  """One OOD set's dequantised images and where they came from: a built-in set
+  made at the model's shape and n_bins (`like`: the in-distribution bins, for
+  'inverted'), or a dataset spec, whose unknown names list the built-in sets."""
+  if name in scoring.SYNTHETIC_SETS:
+    k = scoring.synthetic_bins(name, len(like), loader.shape, loader.n_bins,
+                               seed=FLAGS.data_seed, like=like)
+    return (scoring.dequantize_examples(k, loader.n_bins, seed=seed),
+            f'built-in ({name})')
+  from tfp_glow import data  # pylint: disable=g-import-not-at-top
+  try:
+    return loader.load(name, FLAGS.ood_split, seed, FLAGS.count)
+  except data.UnknownDatasetError as e:
+    raise ValueError(f'--ood: {name!r} is neither a built-in set '
+                     f'({", ".join(scoring.SYNTHETIC_SETS)}) nor a dataset. {e}') from e
+
+
+def _score_seed(seed, *, model, background, config, path, loader, methods,
+                ood_names, given_reference):
+  """Every set's scores with dequantisation seed `seed`: the data is all loaded
+  first (a bad --ood name fails before any scoring), then the reference fitted
+  (unless given) and each set scored."""
   from tfp_glow import scoring  # pylint: disable=g-import-not-at-top
   from tfp_glow.data import quantize  # pylint: disable=g-import-not-at-top
-  methods = _methods(scoring)
-  seeds = _seeds()
+  in_spec = getattr(FLAGS, 'in') or config['model']['dataset']
+  x_in, in_name = loader.load(in_spec, FLAGS.in_split, seed, FLAGS.count)
+  bins_in = quantize.to_bins(x_in, loader.n_bins).numpy().astype(np.uint8)
+  ood, sources = {}, {}
+  for name in ood_names:
+    ood[name], sources[name] = _load_ood(loader, scoring, name, seed, bins_in)
+  reference = given_reference
+  if 'typicality' in methods and reference is None:
+    x_ref, ref_name = loader.load(config['model']['dataset'],
+                                  FLAGS.reference_split, seed, None)
+    reference = scoring.fit_reference(
+        model, x_ref, batch_size=FLAGS.batch_size,
+        description={'data': ref_name, 'seed': seed, 'weights': path})
+  kwargs = dict(reference=reference, background=background,
+                batch_size=FLAGS.batch_size)
+  return dict(
+      seed=seed, reference=reference, in_name=in_name, sources=sources,
+      scores_in=scoring.score_all(model, x_in, methods, **kwargs),
+      scores_out={name: scoring.score_all(model, x, methods, **kwargs)
+                  for name, x in ood.items()})
 
-  try:
-    model, config, path = run_dir.load_trained(FLAGS.model_dir, FLAGS.checkpoint)
-    if config['model'].get('num_classes'):
-      raise ValueError('This model is class-conditional; scoring needs an '
-                       'unconditional model (the marginal p(x)).')
-    background = None
-    if 'ratio' in methods:
-      background, _, _ = run_dir.load_trained(FLAGS.background_dir, FLAGS.checkpoint)
-    data_dir = FLAGS.data_dir or config.get('training', {}).get('data_dir')
-    loader = _Data(config, data_dir)
-    in_spec = getattr(FLAGS, 'in') or config['model']['dataset']
-    given_reference = (scoring.load_reference(FLAGS.reference)
-                       if FLAGS.reference else None)
-    per_seed = []
-    for seed in seeds:
-      x_in, in_name = loader.load(in_spec, FLAGS.in_split, seed, FLAGS.count)
-      reference = given_reference
-      if 'typicality' in methods and reference is None:
-        x_ref, ref_name = loader.load(config['model']['dataset'],
-                                      FLAGS.reference_split, seed, None)
-        reference = scoring.fit_reference(
-            model, x_ref, batch_size=FLAGS.batch_size,
-            description={'data': ref_name, 'seed': seed, 'weights': path})
-      kwargs = dict(reference=reference, background=background,
-                    batch_size=FLAGS.batch_size)
-      scores_in = scoring.score_all(model, x_in, methods, **kwargs)
-      bins_in = quantize.to_bins(x_in, loader.n_bins).numpy().astype(np.uint8)
-      scores_out, sources = {}, {}
-      for name in out_names:
-        if name in scoring.SYNTHETIC_SETS:
-          k = scoring.synthetic_bins(name, len(x_in), loader.shape,
-                                     loader.n_bins, seed=FLAGS.data_seed,
-                                     like=bins_in)
-          x_out = scoring.dequantize_examples(k, loader.n_bins, seed=seed)
-          sources[name] = f'built-in ({name})'
-        else:
-          x_out, sources[name] = loader.load(name, FLAGS.out_split, seed,
-                                             FLAGS.count)
-        scores_out[name] = scoring.score_all(model, x_out, methods, **kwargs)
-      per_seed.append(dict(seed=seed, reference=reference, scores_in=scores_in,
-                           scores_out=scores_out))
-  except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
-    print(f'Error: {e}', file=sys.stderr)
-    return 2
 
-  # Metrics per seed, then mean and std over seeds.
+def _summarize(per_seed, ood_names, methods, in_name, sources):
+  """Metrics per OOD set and method (mean and std over seeds), and each set's
+  count, source and mean bits/dim (model, PNG, background)."""
+  from tfp_glow import scoring  # pylint: disable=g-import-not-at-top
   metrics, sets = {}, {}
-  for name in out_names:
+  for name in ood_names:
     metrics[name] = {}
     for method in methods:
       runs = [scoring.evaluate_ood(r['scores_in'][method],
@@ -291,7 +314,7 @@ def main(argv):
       metrics[name][method] = {m: _summary([r[m] for r in runs])
                                for m in _METRICS}
   for name, pick in [(in_name, lambda r: r['scores_in'])] + [
-      (n, lambda r, n=n: r['scores_out'][n]) for n in out_names]:
+      (n, lambda r, n=n: r['scores_out'][n]) for n in ood_names]:
     first = pick(per_seed[0])
     sets[name] = {'count': int(len(next(iter(first.values())))),
                   'source': sources.get(name, in_name)}
@@ -299,21 +322,25 @@ def main(argv):
       if key in first:
         sets[name][f'mean_{key}'] = _summary(
             [float(np.mean(pick(r)[key])) for r in per_seed])
+  return metrics, sets
 
-  # The table.
-  ref0 = per_seed[0]['reference']
+
+def _print_tables(path, in_name, seeds, methods, ood_names, reference, metrics,
+                  sets):
+  """The metrics table, then each set's mean bits/dim."""
   print(f'Model {FLAGS.model_dir} (weights {path}); in: {in_name} '
         f'({sets[in_name]["count"]} images); seeds {",".join(map(str, seeds))}')
-  if ref0 is not None:
-    print(f'Typicality reference: {ref0.get("data", {}).get("data", FLAGS.reference)}'
-          f', {ref0["count"]} images, bits/dim {ref0["mean"]:.3f} ± '
-          f'{ref0["std"]:.3f}')
+  if reference is not None:
+    print(f'Typicality reference: '
+          f'{reference.get("data", {}).get("data", FLAGS.reference)}'
+          f', {reference["count"]} images, bits/dim {reference["mean"]:.3f} ± '
+          f'{reference["std"]:.3f}')
   print()
-  width = max(len(n) for n in out_names + ['OOD set'])
+  width = max(len(n) for n in ood_names + ['OOD set'])
   cell = 15 if len(seeds) > 1 else 7
   print(f'{"OOD set":<{width}}  {"method":<10}  ' +
         '  '.join(f'{m.upper():>{cell}}' for m in _METRICS))
-  for name in out_names:
+  for name in ood_names:
     for method in methods:
       row = metrics[name][method]
       print(f'{name:<{width}}  {method:<10}  ' +
@@ -328,20 +355,56 @@ def main(argv):
       line += f'  {_fmt(info["mean_png_bpd"]):>{cell}}'
     print(line)
 
+
+def _write_outputs(run_dir, path, in_name, seeds, methods, per_seed, metrics, sets):
+  """results.json and scores.png in --output_dir; the fitted reference (first
+  seed) next to the model, for the export's `score` signature."""
+  from tfp_glow import scoring  # pylint: disable=g-import-not-at-top
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, 'scoring')
   os.makedirs(output_dir, exist_ok=True)
+  reference = per_seed[0]['reference']
   results = {
       'model_dir': FLAGS.model_dir, 'weights': path, 'in': in_name,
       'methods': methods, 'seeds': seeds, 'data_seed': FLAGS.data_seed,
-      'background_dir': FLAGS.background_dir, 'reference': ref0,
+      'background_dir': FLAGS.background_dir, 'reference': reference,
       'sets': sets, 'metrics': metrics,
   }
   run_dir.write_json(os.path.join(output_dir, 'results.json'), results)
-  if ref0 is not None and FLAGS.save_reference and not FLAGS.reference:
-    scoring.save_reference(ref0, FLAGS.model_dir)
-  plot_methods = [m for m in methods]
-  _plot(os.path.join(output_dir, 'scores.png'), plot_methods,
+  if reference is not None and FLAGS.save_reference and not FLAGS.reference:
+    scoring.save_reference(reference, FLAGS.model_dir)
+  _plot(os.path.join(output_dir, 'scores.png'), list(methods),
         per_seed[0]['scores_in'], per_seed[0]['scores_out'], in_name)
+  return output_dir
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  from tfp_glow import scoring  # pylint: disable=g-import-not-at-top
+  ood_names, methods, seeds = _check_flags(scoring)
+
+  try:
+    model, config, path, background = _load_models(run_dir, methods)
+    data_dir = FLAGS.data_dir or config.get('training', {}).get('data_dir')
+    loader = _Data(config, data_dir)
+    given_reference = (scoring.load_reference(FLAGS.reference)
+                       if FLAGS.reference else None)
+    per_seed = [_score_seed(seed, model=model, background=background,
+                            config=config, path=path, loader=loader,
+                            methods=methods, ood_names=ood_names,
+                            given_reference=given_reference)
+                for seed in seeds]
+  except (FileNotFoundError, ValueError, TypeError, ImportError) as e:
+    print(f'Error: {e}', file=sys.stderr)
+    return 2
+
+  in_name, sources = per_seed[-1]['in_name'], per_seed[-1]['sources']
+  metrics, sets = _summarize(per_seed, ood_names, methods, in_name, sources)
+  _print_tables(path, in_name, seeds, methods, ood_names, per_seed[0]['reference'],
+                metrics, sets)
+  output_dir = _write_outputs(run_dir, path, in_name, seeds, methods, per_seed,
+                              metrics, sets)
   print(f'\nWrote {output_dir}/results.json and scores.png')
   return 0
 

@@ -481,6 +481,7 @@ def train(model_dir, temperatures):
   train_ds, info, config = load_training_data()
   if check_model_dir(model_dir, config):
     return 0
+  run_dir.check_resumable(model_dir)  # a damaged backup or best checkpoint: named
   dtype, why = precision.resolve_compute_dtype(FLAGS.compute_dtype)
   config['training']['compute_dtype_used'] = dtype
   print(f'Coupling networks in {dtype} (--compute_dtype={FLAGS.compute_dtype}: {why}).',
@@ -557,7 +558,7 @@ def main(argv):
     temperatures = validate_flags()
     model_dir = FLAGS.model_dir or run_dir.default_model_dir(FLAGS.dataset)
     return train(model_dir, temperatures)
-  except UsageError as e:
+  except (UsageError, run_dir.DamagedCheckpointError) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
 
