@@ -213,9 +213,10 @@ class _GlowExporter(tf.Module):
     h, w, c = self._shape
     # The signature says rank 4, but not every client enforces it (a loaded
     # signature called from Python does not), and Grappler folds rank checks
-    # from the declared rank; padding the runtime shape with -1 makes the
-    # checks below hold (and fail clearly) whatever rank arrives.
-    dims = tf.concat([tf.shape(images), tf.fill([4], -1)], axis=0)
+    # from the declared rank; padding the runtime shape with five -1s makes
+    # the checks below hold (and fail clearly) whatever rank arrives, rank 0
+    # included (its dims[4] is then a pad, not out of bounds).
+    dims = tf.concat([tf.shape(images), tf.fill([5], -1)], axis=0)
     shape_ok = tf.debugging.assert_equal(
         tf.stack([dims[1], dims[2], dims[4]]), tf.constant([h, w, -1]),
         message=f'{what}: wrong image shape: images must be [N, {h}, {w}, {c}]'
@@ -270,19 +271,27 @@ class _GlowExporter(tf.Module):
   def _check_labels(self, labels, n, what):
     if labels is None:
       return None
-    dims = tf.concat([tf.shape(labels), [-1]], axis=0)
-    checks = [
-        tf.debugging.assert_equal(
-            dims[:2], tf.stack([n, -1]),
-            message=f'{what}: wrong labels shape: labels must be [N], one '
-            'int32 label per image/sample'),
-        tf.debugging.assert_non_negative(
-            labels, message=f'{what}: labels must be >= 0'),
-        tf.debugging.assert_less(
-            labels, tf.constant(self._num_classes, tf.int32),
-            message=f'{what}: labels must be < num_classes='
-            f'{self._num_classes}'),
-    ]
+    # As for images: the declared shape is [None], a client may send any
+    # rank, and Grappler folds a slice such as dims[:2] of the declared
+    # length away, so each dimension is compared on its own against a
+    # padded runtime shape (rank 0 gives [-1, -1], rank 2 a second
+    # dimension >= 0). The range checks run after the shape check: on a
+    # label tensor of the wrong rank they would fail first, unnamed.
+    dims = tf.concat([tf.shape(labels), [-1, -1]], axis=0)
+    shape_ok = tf.debugging.assert_equal(
+        tf.stack([dims[0], dims[1]]), tf.stack([n, -1]),
+        message=f'{what}: wrong labels shape: labels must be [N], one int32 '
+        'label per image/sample')
+    with tf.control_dependencies([shape_ok]):
+      labels = tf.identity(labels)
+      checks = [
+          tf.debugging.assert_non_negative(
+              labels, message=f'{what}: labels must be >= 0'),
+          tf.debugging.assert_less(
+              labels, tf.constant(self._num_classes, tf.int32),
+              message=f'{what}: labels must be < num_classes='
+              f'{self._num_classes}'),
+      ]
     with tf.control_dependencies(checks):
       return tf.identity(labels)
 
@@ -339,6 +348,14 @@ class _GlowExporter(tf.Module):
     return {'images': tf.cast(x, tf.float32)}
 
   def _sample(self, count, temperature, seed, labels):
+    # The scalars are declared [], but a loaded signature called from Python
+    # passes any shape; EnsureShape refuses another one at run time, naming
+    # the argument ('Shape of tensor count [1] is not compatible with
+    # expected shape []'), before any op that assumes a scalar fails
+    # unnamed.
+    count = tf.ensure_shape(count, [])
+    temperature = tf.ensure_shape(temperature, [])
+    seed = tf.ensure_shape(seed, [])
     checks = [
         tf.debugging.assert_non_negative(
             count, message='sample: count must be >= 0'),
