@@ -143,8 +143,9 @@ class _InputChecks:
     # The signature says rank 4, but not every client enforces it (a loaded
     # signature called from Python does not), and Grappler folds rank checks
     # from the declared rank; padding the runtime shape with -1 makes the
-    # checks below hold (and fail clearly) whatever rank arrives.
-    dims = tf.concat([tf.shape(images), tf.fill([4], -1)], axis=0)
+    # checks below hold (and fail clearly) whatever rank arrives, rank 0
+    # included (five pads: its dims[4] is then a pad, not out of bounds).
+    dims = tf.concat([tf.shape(images), tf.fill([5], -1)], axis=0)
     shape_ok = tf.debugging.assert_equal(
         tf.stack([dims[1], dims[2], dims[4]]), tf.constant([h, w, -1]),
         message=f'{what}: wrong image shape: images must be [N, {h}, {w}, {c}]'
@@ -202,19 +203,27 @@ class _InputChecks:
     """Labels `[n]` in `[0, num_classes)` (None for an unconditional model)."""
     if labels is None:
       return None
-    dims = tf.concat([tf.shape(labels), [-1]], axis=0)
-    checks = [
-        tf.debugging.assert_equal(
-            dims[:2], tf.stack([n, -1]),
-            message=f'{what}: wrong labels shape: labels must be [N], one '
-            'int32 label per image/sample'),
-        tf.debugging.assert_non_negative(
-            labels, message=f'{what}: labels must be >= 0'),
-        tf.debugging.assert_less(
-            labels, tf.constant(self.num_classes, tf.int32),
-            message=f'{what}: labels must be < num_classes='
-            f'{self.num_classes}'),
-    ]
+    # As for images: the declared shape is [None], a client may send any
+    # rank, and Grappler folds a slice such as dims[:2] of the declared
+    # length away, so each dimension is compared on its own against a
+    # padded runtime shape (rank 0 gives [-1, -1], rank 2 a second
+    # dimension >= 0). The range checks run after the shape check: on a
+    # label tensor of the wrong rank they would fail first, unnamed.
+    dims = tf.concat([tf.shape(labels), [-1, -1]], axis=0)
+    shape_ok = tf.debugging.assert_equal(
+        tf.stack([dims[0], dims[1]]), tf.stack([n, -1]),
+        message=f'{what}: wrong labels shape: labels must be [N], one int32 '
+        'label per image/sample')
+    with tf.control_dependencies([shape_ok]):
+      labels = tf.identity(labels)
+      checks = [
+          tf.debugging.assert_non_negative(
+              labels, message=f'{what}: labels must be >= 0'),
+          tf.debugging.assert_less(
+              labels, tf.constant(self.num_classes, tf.int32),
+              message=f'{what}: labels must be < num_classes='
+              f'{self.num_classes}'),
+      ]
     with tf.control_dependencies(checks):
       return tf.identity(labels)
 
@@ -234,6 +243,11 @@ class _InputChecks:
 
   def sample_request(self, count, temperature, what):
     """`count` in `[0, max_count]`, a finite `temperature >= 0`; returns count."""
+    # The scalars are declared [], but a loaded signature called from Python
+    # passes any shape; EnsureShape refuses another one at run time, naming
+    # the argument, before any op that assumes a scalar fails unnamed.
+    count = tf.ensure_shape(count, [])
+    temperature = tf.ensure_shape(temperature, [])
     checks = [
         tf.debugging.assert_non_negative(
             count, message=f'{what}: count must be >= 0'),
@@ -386,6 +400,9 @@ class _GlowExporter(tf.Module):
 
   def _sample(self, count, temperature, seed, labels):
     count = self._check.sample_request(count, temperature, 'sample')
+    # Scalars, named by EnsureShape when a Python caller sends another shape.
+    seed = tf.ensure_shape(seed, [])
+    temperature = tf.ensure_shape(temperature, [])
     labels = self._check.labels(labels, count, 'sample')
     t = tf.cast(temperature, self._dtype)
     eps = dist_lib.latent_noise(count, self._d, t, seed, self._dtype)

@@ -178,7 +178,11 @@ class TopPrior(base.GlowBijector):
       # out-of-range label visible there instead of a silently wrong number.
       valid = (labels >= 0) & (labels < self._num_classes)
       poison = tf.where(valid, tf.zeros([], dtype), tf.constant(np.nan, dtype))
-      params = (params + tf.cast(tf.gather(self.class_embedding, labels), dtype)
+      # Gathered from the variable's value, not the variable: a gather on
+      # the resource (ResourceGather) has no `tf.vectorized_map` rule, so a
+      # class-conditional prior could not be vectorised over examples.
+      embedding = tf.convert_to_tensor(self.class_embedding)
+      params = (params + tf.cast(tf.gather(embedding, labels), dtype)
                 + poison[:, tf.newaxis])
     params = params[:, tf.newaxis, tf.newaxis, :]
     return params[..., 0::2], params[..., 1::2]
