@@ -129,8 +129,8 @@ _PORTS = {}
 def load_port(path=None):
   """The port's model.py as a private module, one per file.
 
-  Loaded by file under a name of its own (never `model`, never through
-  sys.path), so it cannot shadow or be shadowed by another module; the
+  Loaded by file under a name of its own (never `model`, and the import
+  path untouched), so it cannot shadow or be shadowed by another module; the
   patch of `coupling_width` touches this copy only.
   """
   directory = port_dir(path)  # the folder first: no torch needed to check it
