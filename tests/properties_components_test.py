@@ -198,23 +198,6 @@ def test_vectorized_map_over_examples(spec, n):
         err_msg=f'{name}: vectorized_map != batched call')
 
 
-def _variable_reads(fn, args, variables):
-  """How many times the graph of `tf.function(fn)(*args)` reads each
-  variable (ReadVariableOp on its captured handle): name -> count."""
-  concrete = tf.function(fn).get_concrete_function(*args)
-  graph = concrete.graph
-  handle_of = {}
-  for v in variables:
-    for external, internal in graph.captures:
-      if external is v.handle:
-        handle_of[internal.name] = v.name
-  reads = {name: 0 for name in handle_of.values()}
-  for op in graph.get_operations():
-    if op.type == 'ReadVariableOp' and op.inputs[0].name in handle_of:
-      reads[handle_of[op.inputs[0].name]] += 1
-  return reads
-
-
 # Each variable is read at most this often by one log_prob: once for the
 # transform, and once more for the log-det where it comes from the same
 # parameter (ActNorm's logs, the 1x1 convolution's weight, a prior's gain).
@@ -235,8 +218,9 @@ def test_log_prob_reads_each_variable_a_bounded_number_of_times(spec):
   x = strategies.normal((2,) + spec.data_shape, dtype, 8)
   network = getattr(bij, 'network', None)
   calls_before = getattr(network, 'calls', 0)
-  reads = _variable_reads(
-      lambda v: dist.log_prob(v, bijector_kwargs=kw), [x], bij.variables)
+  concrete = tf.function(
+      lambda v: dist.log_prob(v, bijector_kwargs=kw)).get_concrete_function(x)
+  reads = harness.variable_reads(concrete, bij.variables)
   too_many = {k: v for k, v in reads.items() if v > MAX_READS}
   assert not too_many, f'variables read more than {MAX_READS} times: {too_many}'
   if isinstance(network, strategies.CountingNetwork):
