@@ -371,6 +371,7 @@ def test_decode_answers_or_names_the_problem(served, request):
     _assert_refused(error, {'generated images not finite'}, request)
     return
   assert error is None, f'{request}: {error}'
+  assert np.all(np.isfinite(out['images'])), 'non-finite images answered'
   np.testing.assert_allclose(out['images'], want, rtol=1e-5, atol=1e-5)
   assert out['images'].shape == (r['batch'],) + s.shape
 
@@ -462,6 +463,7 @@ def test_sample_answers_or_names_the_problem(served, request):
   assert error is None, f'{request}: {error}'
   want = want.numpy()
   assert out['x'].shape == (count,) + s.shape
+  assert np.all(np.isfinite(out['x'])), 'non-finite samples answered'
   np.testing.assert_allclose(out['x'], want, rtol=1e-5, atol=1e-5)
   x = tf.constant(out['x'])
   np.testing.assert_array_equal(
