@@ -254,6 +254,10 @@ def _expected_scores(served, x, labels):
     # Found by this property: images of rank 0 failed with 'slice index 4
     # of dimension 0 out of bounds' (the shape check's padding was one short).
     _image_example(shape_error='rank', rank=0),
+    # Found by this property: images [N, H, W] (no channel axis) were
+    # refused as a 'wrong channel count' (the rank check took the missing
+    # axis for a pad) instead of a wrong shape.
+    _image_example(batch=0, shape_error='rank', rank=3),
     # Found by this property: labels of rank 2 failed with 'Incompatible
     # shapes: [3] vs. [2]' (Grappler had folded the dims[:2] slice away).
     _image_example(model='cond', signature='serving_default', batch=0,
