@@ -37,7 +37,7 @@ __all__ = [
     'Config', 'perturb', 'build', 'data', 'latent', 'bijector_kwargs',
     'jacobian_log_det', 'check_round_trip', 'check_log_det', 'check_compiled',
     'check_gradients', 'check_saved_model', 'check_batch_shapes',
-    'check_invert_gradients', 'invert_tol', 'CHECKS',
+    'check_invert_gradients', 'invert_tol', 'variable_reads', 'CHECKS',
 ]
 
 
@@ -463,6 +463,29 @@ def check_invert_gradients(factory, cfg, invert_factory=None, tol=None,
         bad.append(f'{how}, {name}: relative difference {rel:.3g} > {tol:g}')
   assert not bad, f"gradients under 'invert' differ from 'store': {bad}"
   return worst
+
+
+def variable_reads(concrete, variables):
+  """How often the graph of a concrete function reads each variable.
+
+  `{variable name: number of live ReadVariableOps on its captured handle}`
+  (the analogue of TFP's `assert_no_excessive_var_usage`). A read whose
+  value nothing consumes is not counted: the runtime prunes it (TF's own
+  `tf.custom_gradient` leaves one such read per variable in a graph).
+  Reads inside a loop body are a separate graph and are not seen here.
+  """
+  graph = concrete.graph
+  handle_of = {}
+  for v in variables:
+    for external, internal in graph.captures:
+      if external is v.handle:
+        handle_of[internal.name] = v.name
+  reads = {name: 0 for name in handle_of.values()}
+  for op in graph.get_operations():
+    if (op.type == 'ReadVariableOp' and op.inputs[0].name in handle_of
+        and (op.outputs[0].consumers() or op._control_outputs)):  # pylint: disable=protected-access
+      reads[handle_of[op.inputs[0].name]] += 1
+  return reads
 
 
 CHECKS = {

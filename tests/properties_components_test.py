@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from glow_helpers import CountingWrapper
 import harness
 import strategies
 import hypothesis
@@ -198,34 +199,22 @@ def test_vectorized_map_over_examples(spec, n):
         err_msg=f'{name}: vectorized_map != batched call')
 
 
-def _variable_reads(fn, args, variables):
-  """How many times the graph of `tf.function(fn)(*args)` reads each
-  variable (ReadVariableOp on its captured handle): name -> count."""
-  concrete = tf.function(fn).get_concrete_function(*args)
-  graph = concrete.graph
-  handle_of = {}
-  for v in variables:
-    for external, internal in graph.captures:
-      if external is v.handle:
-        handle_of[internal.name] = v.name
-  reads = {name: 0 for name in handle_of.values()}
-  for op in graph.get_operations():
-    if op.type == 'ReadVariableOp' and op.inputs[0].name in handle_of:
-      reads[handle_of[op.inputs[0].name]] += 1
-  return reads
-
-
 # Each variable is read at most this often by one log_prob: once for the
 # transform, and once more for the log-det where it comes from the same
 # parameter (ActNorm's logs, the 1x1 convolution's weight, a prior's gain).
 MAX_READS = 2
 
 
-@properties(default=6, slow=100, spec=components())
+@properties(default=6, slow=100,
+            spec=components(kinds=strategies.COMPONENT_KINDS + (
+                # The kinds with networks, twice as often.
+                'affine', 'additive', 'affine_user_net', 'additive_user_net',
+                'split_prior')))
 def test_log_prob_reads_each_variable_a_bounded_number_of_times(spec):
   """In a graph, a `TransformedDistribution.log_prob` reads no variable more
-  than it must (TFP's `assert_no_excessive_var_usage`), and a user network
-  runs once (its Python call count: one trace, one call)."""
+  than it must (TFP's `assert_no_excessive_var_usage`), and a network (a
+  coupling's, default or user-supplied; a split prior's) runs once: its
+  Python call count after one trace."""
   bij = spec.build()
   dtype = spec.tf_dtype
   base = tfd.Sample(tfd.Normal(tf.zeros([], dtype), tf.ones([], dtype)),
@@ -233,15 +222,16 @@ def test_log_prob_reads_each_variable_a_bounded_number_of_times(spec):
   dist = tfd.TransformedDistribution(base, bij)
   kw = _kwargs(spec, (2,))
   x = strategies.normal((2,) + spec.data_shape, dtype, 8)
-  network = getattr(bij, 'network', None)
-  calls_before = getattr(network, 'calls', 0)
-  reads = _variable_reads(
-      lambda v: dist.log_prob(v, bijector_kwargs=kw), [x], bij.variables)
+  wrapper = None
+  if isinstance(getattr(bij, 'network', None), tf.Module):
+    bij.network = wrapper = CountingWrapper(bij.network)
+  concrete = tf.function(
+      lambda v: dist.log_prob(v, bijector_kwargs=kw)).get_concrete_function(x)
+  reads = harness.variable_reads(concrete, bij.variables)
   too_many = {k: v for k, v in reads.items() if v > MAX_READS}
   assert not too_many, f'variables read more than {MAX_READS} times: {too_many}'
-  if isinstance(network, strategies.CountingNetwork):
-    assert network.calls - calls_before == 1, (
-        f'the network ran {network.calls - calls_before} times')
+  if wrapper is not None:
+    assert wrapper.calls == 1, f'the network ran {wrapper.calls} times'
 
 
 @properties(default=4, slow=60, channels=st.integers(1, 5),

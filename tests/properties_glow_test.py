@@ -18,6 +18,7 @@ import tensorflow_probability as tfp
 import harness
 import strategies
 from glow_helpers import CountingWrapper
+import hypothesis
 from hypothesis import strategies as st
 from strategies import GlowSpec, glows, properties
 import tfp_glow
@@ -164,26 +165,19 @@ def _wrap_networks(glow):
   return wrappers
 
 
-def _variable_reads(concrete, variables):
-  """name -> number of ReadVariableOps on the variable's captured handle in
-  the graph of `concrete` (function bodies such as while loops included)."""
-  graph = concrete.graph
-  handle_of = {}
-  for v in variables:
-    for external, internal in graph.captures:
-      if external is v.handle:
-        handle_of[internal.name] = v.name
-  reads = {name: 0 for name in handle_of.values()}
-  for op in graph.get_operations():
-    if op.type == 'ReadVariableOp' and op.inputs[0].name in handle_of:
-      reads[handle_of[op.inputs[0].name]] += 1
-  return reads
-
-
+# One read for the transform, one more where the log-det needs the same
+# parameter; under 'invert', one for the stacked parameters of the loop and
+# one for tf.custom_gradient's routing of the variables' gradients.
 MAX_READS = 2
 
 
-@properties(default=3, slow=60, spec=glows())
+@properties(default=3, slow=60, spec=glows(), examples=[
+    # Found by this property (a false alarm, fixed in the check): under
+    # 'invert' tf.custom_gradient leaves a dead third read of every variable
+    # in the graph; harness.variable_reads counts live reads only.
+    hypothesis.example(spec=GlowSpec(image_shape=(2, 2, 1), levels=1,
+                                     steps_per_level=1, hidden_width=1,
+                                     dtype='float32', backprop='invert'))])
 def test_each_network_runs_once_per_log_prob(spec):
   """In a tf.function, `dist.log_prob` calls every coupling network once
   ('store'); under 'invert' each level's steps are one loop whose body
@@ -201,7 +195,7 @@ def test_each_network_runs_once_per_log_prob(spec):
     assert calls == [[1] * len(level) for level in wrappers], calls
   else:
     assert calls == [[1] + [0] * (len(level) - 1) for level in wrappers], calls
-  reads = _variable_reads(concrete, glow.variables)
+  reads = harness.variable_reads(concrete, glow.variables)
   too_many = {k: v for k, v in reads.items() if v > MAX_READS}
   assert not too_many, f'variables read more than {MAX_READS} times: {too_many}'
   log_prob(x)   # runs without retracing or calling Python again
@@ -218,7 +212,14 @@ def temperatures():
 
 
 @properties(default=4, slow=80, spec=glows(), temperature=temperatures(),
-            n=st.integers(0, 4), seed=st.integers(0, 2**31 - 1))
+            n=st.integers(0, 4), seed=st.integers(0, 2**31 - 1), examples=[
+                # Pinned: a temperature at which a float32 flow overflows
+                # (the defect class this property is for: NaN samples at
+                # temperature 2 and above), in every run.
+                hypothesis.example(spec=GlowSpec(
+                    image_shape=(4, 4, 1), levels=2, steps_per_level=1,
+                    learn_top=True, dtype='float32'), temperature=1e30, n=3,
+                                   seed=1)])
 def test_samples_finite_or_refused_by_name(spec, temperature, n, seed):
   """`tfp_glow.sample` at a temperature in the documented range returns
   finite images, or raises FloatingPointError naming how many of how many

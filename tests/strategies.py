@@ -35,7 +35,7 @@ from tfp_glow import architecture
 from tfp_glow import bijectors as gb
 
 __all__ = ['properties', 'ComponentSpec', 'components', 'GlowSpec', 'glows',
-           'batch_shapes', 'CountingNetwork']
+           'batch_shapes', 'UserNetwork']
 
 _EXPLORE = os.environ.get('TFP_GLOW_HYPOTHESIS_EXPLORE', '') not in ('', '0')
 _BASE = hypothesis.settings(
@@ -93,9 +93,9 @@ def non_empty_batch_shapes(min_ndims=1, max_ndims=2, max_side=3):
 # --- a user-supplied coupling network ------------------------------------------------
 
 
-class CountingNetwork(tf.Module):
+class UserNetwork(tf.Module):
   """A user network for the couplings: one 3x3 convolution and a bias (both
-  trainable, drawn away from zero), counting its Python calls."""
+  trainable, drawn away from zero)."""
 
   def __init__(self, in_channels, out_channels, dtype, seed):
     super().__init__(name='user_net')
@@ -105,10 +105,8 @@ class CountingNetwork(tf.Module):
         name='user_net/kernel')
     self.bias = tf.Variable(rng.normal(0, 0.3, [out_channels]), dtype=dtype,
                             name='user_net/bias')
-    self.calls = 0
 
   def __call__(self, x):
-    self.calls += 1
     n = tf.shape(x)[0]
     # tf.nn.conv2d of an empty batch gives the wrong channel count on CPU
     # (tfp_glow.ops.conv2d has the same fix); a user network must cope too.
@@ -189,7 +187,7 @@ class ComponentSpec:
       cls = gb.AffineCoupling if k.startswith('affine') else gb.AdditiveCoupling
       if k.endswith('user_net'):
         out = (2 if k.startswith('affine') else 1) * (c - c // 2)
-        return cls(c, network=CountingNetwork(c // 2, out, dtype, seed),
+        return cls(c, network=UserNetwork(c // 2, out, dtype, seed),
                    dtype=dtype)
       return cls(c, hidden_width=self.hidden_width, seed=seed, dtype=dtype)
     if k == 'squeeze':

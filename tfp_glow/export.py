@@ -144,10 +144,13 @@ class _InputChecks:
     # signature called from Python does not), and Grappler folds rank checks
     # from the declared rank; padding the runtime shape with -1 makes the
     # checks below hold (and fail clearly) whatever rank arrives, rank 0
-    # included (five pads: its dims[4] is then a pad, not out of bounds).
+    # included (five pads: its dims[4] is then a pad, not out of bounds). Rank
+    # 4 is dims[3] present (>= 0) and dims[4] a pad: an [N, H, W] batch without
+    # its channel axis is a wrong shape, not a wrong channel count.
     dims = tf.concat([tf.shape(images), tf.fill([5], -1)], axis=0)
     shape_ok = tf.debugging.assert_equal(
-        tf.stack([dims[1], dims[2], dims[4]]), tf.constant([h, w, -1]),
+        tf.stack([dims[1], dims[2], tf.minimum(dims[3], 0), dims[4]]),
+        tf.constant([h, w, 0, -1]),
         message=f'{what}: wrong image shape: images must be [N, {h}, {w}, {c}]'
         f' (rank 4, height {h}, width {w})')
     with tf.control_dependencies([shape_ok]):
