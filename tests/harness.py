@@ -470,7 +470,7 @@ def variable_reads(concrete, variables):
 
   `{variable name: number of live ReadVariableOps on its captured handle}`
   (the analogue of TFP's `assert_no_excessive_var_usage`). A read whose
-  value nothing consumes is not counted: the runtime prunes it (TF's own
+  value no op consumes is not counted: the runtime prunes it (TF's own
   `tf.custom_gradient` leaves one such read per variable in a graph).
   Reads inside a loop body are a separate graph and are not seen here.
   """
@@ -483,7 +483,7 @@ def variable_reads(concrete, variables):
   reads = {name: 0 for name in handle_of.values()}
   for op in graph.get_operations():
     if (op.type == 'ReadVariableOp' and op.inputs[0].name in handle_of
-        and (op.outputs[0].consumers() or op._control_outputs)):  # pylint: disable=protected-access
+        and op.outputs[0].consumers()):
       reads[handle_of[op.inputs[0].name]] += 1
   return reads
 

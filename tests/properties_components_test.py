@@ -62,7 +62,7 @@ def test_round_trip_both_ways(spec, batch_shape):
                              err_msg='inverse(forward(z)) != z')
 
 
-@properties(default=8, slow=120, spec=components(),
+@properties(default=5, slow=120, spec=components(),
             batch=st.integers(1, 3))
 def test_log_dets_against_autodiff_jacobian(spec, batch):
   """Both log-dets against slogdet of the float64-evaluated autodiff
@@ -96,7 +96,7 @@ def test_log_dets_have_the_batch_shape(spec, batch_shape):
                                err_msg=name)
 
 
-@properties(default=6, slow=100, spec=components(), batch=st.integers(1, 3))
+@properties(default=4, slow=100, spec=components(), batch=st.integers(1, 3))
 def test_transformed_log_prob_is_base_plus_jacobian(spec, batch):
   """`TransformedDistribution.log_prob(x)` == log N(inverse(x); 0, I) (numpy)
   + log|det| of the autodiff Jacobian of `inverse` (numpy slogdet): nothing
@@ -152,14 +152,14 @@ def test_invert_gradients_equal_store(spec):
                                  modes=('eager',))
 
 
-@properties(default=3, slow=40, spec=components())
+@properties(default=2, slow=30, spec=components())
 def test_eager_graph_and_xla_agree(spec):
   """eager == tf.function (dynamic batch, one trace) == jit_compile, for
   both directions and both log-dets (`harness.check_compiled`)."""
   harness.check_compiled(spec.factory, spec.config())
 
 
-@properties(default=6, slow=100, spec=components(), n=st.integers(1, 3),
+@properties(default=3, slow=80, spec=components(), n=st.integers(1, 3),
             examples=[
                 # Found by this property: the class-conditional prior
                 # gathered from the variable (ResourceGather), for which

@@ -67,7 +67,7 @@ def test_round_trip_both_ways(spec, batch_shape):
                              err_msg='encode(decode(eps)) != eps')
 
 
-@properties(default=2, slow=40, spec=glows(max_latent=SMALL_D),
+@properties(default=2, slow=25, spec=glows(max_latent=SMALL_D),
             batch=st.integers(1, 2))
 def test_log_dets_against_autodiff_jacobian(spec, batch):
   """Both log-dets of the whole flow (priors included) against slogdet of
@@ -76,7 +76,7 @@ def test_log_dets_against_autodiff_jacobian(spec, batch):
   harness.check_log_det(spec.factory(), spec.config(batch=batch))
 
 
-@properties(default=2, slow=40, spec=glows(max_latent=SMALL_D))
+@properties(default=1, slow=20, spec=glows(max_latent=SMALL_D))
 def test_log_prob_is_base_plus_jacobian(spec):
   """`dist.log_prob(x)` (the `TransformedDistribution`) == log N(encode(x);
   0, I) by numpy + log|det| of the autodiff Jacobian of encode: nothing of
@@ -134,7 +134,7 @@ def test_mean_nll_gradients_finite_at_any_batch_shape(spec, batch_shape):
     assert np.all(np.isfinite(tf.convert_to_tensor(g).numpy())), v.name
 
 
-@properties(default=2, slow=40, spec=glows(max_latent=64),
+@properties(default=1, slow=20, spec=glows(max_latent=64),
             graph=st.booleans())
 def test_invert_gradients_equal_store(spec, graph):
   """`backprop='invert'` gives 'store''s gradients for the images and every
@@ -171,7 +171,7 @@ def _wrap_networks(glow):
 MAX_READS = 2
 
 
-@properties(default=3, slow=60, spec=glows(), examples=[
+@properties(default=2, slow=40, spec=glows(), examples=[
     # Found by this property (a false alarm, fixed in the check): under
     # 'invert' tf.custom_gradient leaves a dead third read of every variable
     # in the graph; harness.variable_reads counts live reads only.
@@ -250,7 +250,7 @@ def test_sample_refuses_temperatures_outside_the_range(spec, temperature):
     tfp_glow.sample(glow, 2, temperature=temperature, labels=labels)
 
 
-@properties(default=1, slow=16,
+@properties(default=1, slow=8,
             spec=glows(max_levels=2, max_steps=1, max_latent=64),
             batch=st.integers(1, 3))
 def test_eager_graph_and_xla_agree(spec, batch):
@@ -284,7 +284,7 @@ def test_eager_graph_and_xla_agree(spec, batch):
                              sample().numpy(), **tol, err_msg='XLA sample')
 
 
-@properties(default=2, slow=40, spec=glows(max_latent=64),
+@properties(default=1, slow=20, spec=glows(max_latent=64),
             n=st.integers(1, 3))
 def test_vectorized_map_over_examples(spec, n):
   """`tf.vectorized_map` of encode, decode and both log-dets over a batch's
