@@ -441,8 +441,11 @@ def check_invert_gradients(factory, cfg, invert_factory=None, tol=None,
                                          compiled=how == 'graph')
     value_b, _, inv = _gradient_of(invert_bij, cfg, kw, x, inverted,
                                    compiled=how == 'graph')
+    # 'invert' runs the chain in its float64 stream and rounds the result,
+    # 'store' rounds at every op: in float32 the weighted sum agrees to a
+    # few float32 roundings (measured up to 1.6e-6), not bit for bit.
     np.testing.assert_allclose(value_b, value_a, rtol=1e-12 if (
-        cfg.dtype == tf.float64) else 1e-6, err_msg=f'{how}: values differ')
+        cfg.dtype == tf.float64) else 1e-5, err_msg=f'{how}: values differ')
     for name, a, b in zip(names, store, inv):
       if (a is None) != (b is None):
         bad.append(f'{how}, {name}: store {a is None and "None"}, invert '

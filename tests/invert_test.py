@@ -209,7 +209,7 @@ class _ListHeldScale(gb.ActNorm):
 
   def _transform(self, x, inverse, **kwargs):
     y, ldj = super()._transform(x, inverse, **kwargs)
-    return y * self.extra[0], ldj
+    return y * tf.cast(self.extra[0], y.dtype), ldj
 
 
 def test_steps_loop_refuses_a_variable_outside_its_layout():

@@ -27,12 +27,27 @@ step's ops run in a `tf.while_loop` (forward, and rebuild + backprop in
 reverse) over the steps' parameters stacked into `[K, ...]` tensors; the loop
 body reads the k-th slices in place of the first step's variables.
 
-Numerics: a rebuilt input carries the inverse's rounding error (the affine
-coupling's inverse divides by its sigmoid scale, a 1x1 convolution's inverse
-multiplies by `W^-1`), and the error compounds along the chain. float64 makes
-it vanish; in float32 `reconstruction_errors` measures it (docs/BENCHMARKS.md).
-Second derivatives through an inverted block are not supported (the backward
-pass opens tapes of its own, but nothing records it for a higher order).
+Numerics: the inverted block carries its activations in float64 (the
+"stream", `STREAM_DTYPE`), whatever the model's dtype; the networks still run
+in the model's dtype, and the recomputation that gives the gradients runs in
+the model's dtype from the rebuilt input rounded to it, exactly as 'store'
+computes them. Why: a level's inverse can be ill-conditioned. An affine
+coupling's inverse divides by its sigmoid scale, which trained (or merely
+perturbed) couplings push to 1e-4 and below, so the inverse of a level
+amplifies an error in its output by up to ~1e6 (measured, docs/BENCHMARKS.md).
+A float32 output then does not determine the level's input to float32
+precision at all: the forward pass's own float32 roundings (a 1x1
+convolution mixing a small channel into large ones, an addition of a large
+shift) already lost it, and no rebuild from that output, in any precision,
+recovers it (float32 gradients were 1e-3 to 3e-2 off). In the float64 stream
+the forward's roundings are ~1e-16, the rebuilt inputs agree with the
+forward's to ~1e-10 even then, and the float32 gradients are as accurate as
+'store''s. The networks' inputs are the passed-through halves rounded to the
+model's dtype, the same bits in the forward pass and in the rebuild, so each
+network gives the same output both times. `reconstruction_errors` measures
+the rebuild. Second derivatives through an inverted block are not supported
+(the backward pass opens tapes of its own, but nothing records it for a
+higher order).
 """
 
 import contextlib
@@ -46,8 +61,18 @@ try:  # The one private import: pausing every tape during the block's forward.
 except (ImportError, AttributeError):  # pragma: no cover
   _stop_recording = contextlib.nullcontext
 
-__all__ = ['chain_inverse', 'chain_inverse_by_inversion',
+__all__ = ['STREAM_DTYPE', 'chain_inverse', 'chain_inverse_by_inversion',
            'steps_inverse_by_inversion', 'reconstruction_errors']
+
+# The dtype an inverted block's activations are carried in (module docstring).
+# The costs: the elementwise ops and 1x1 convolutions of the chain run in
+# float64 (the networks, most of the work, do not), and the one tensor a block
+# keeps for its backward pass is twice the size.
+STREAM_DTYPE = tf.float64
+
+
+def _widen(x):
+  return tf.cast(x, STREAM_DTYPE)
 
 
 def chain_inverse(components, x):
@@ -80,8 +105,10 @@ def chain_inverse_by_inversion(components, x):
   Same values as `chain_inverse`; the gradient (to `x` and to every trainable
   variable the chain reads) is the same up to the rounding of the rebuilt
   inputs, and nothing but the output is kept for the backward pass. Every
-  component must have `rebuild_and_backprop` (every tfp_glow bijector does).
-  Use it where a gradient will be taken; it costs nothing otherwise.
+  component must have `rebuild_and_backprop` (every tfp_glow bijector does)
+  and compute in its input's dtype (it receives the float64 stream, see the
+  module docstring; every tfp_glow bijector does). Use it where a gradient
+  will be taken; it costs nothing otherwise.
   """
   components = list(components)
   if not components:
@@ -92,15 +119,16 @@ def chain_inverse_by_inversion(components, x):
   def block(x):
     # Nothing inside is recorded on the caller's tapes, so nothing there holds
     # an activation; tf.custom_gradient still sees the variables read here.
+    dtype = x.dtype  # the model's: the cotangents' and the outputs'
     with _stop_recording():
-      y, ldj = chain_inverse(components, x)
+      y, ldj = chain_inverse(components, _widen(x))
 
     def grad_fn(dy, dldj, variables=None):
       # Only `y` (and `components`) are captured: never an activation.
       if dy is None:
-        dy = tf.zeros_like(y)
+        dy = tf.zeros(tf.shape(y), dtype)
       if dldj is None:
-        dldj = tf.zeros_like(ldj)
+        dldj = tf.zeros(tf.shape(ldj), dtype)
       out, grads, done = y, {}, [dy]
       for bij in reversed(components):
         out = _after(out, done)
@@ -111,7 +139,7 @@ def chain_inverse_by_inversion(components, x):
         done = [dy] + list(own.values())
       return dy, [grads.get(v.ref()) for v in (variables or [])]
 
-    return (y, ldj), grad_fn
+    return (tf.cast(y, dtype), tf.cast(ldj, dtype)), grad_fn
 
   return block(tf.convert_to_tensor(x))
 
@@ -271,6 +299,7 @@ def steps_inverse_by_inversion(steps, x):
 
   @tf.custom_gradient
   def block(x):
+    dtype = x.dtype  # the model's: the cotangents' and the outputs'
     with _stop_recording():
       stacked = _stack(step_variables)
 
@@ -282,17 +311,17 @@ def steps_inverse_by_inversion(steps, x):
         _check_no_variable_read('forward pass')
         return k + 1, x, ldj
 
-      ldj0 = tf.zeros(tf.shape(x)[:-3], x.dtype)
+      ldj0 = tf.zeros(tf.shape(x)[:-3], STREAM_DTYPE)
       _, y, ldj = tf.while_loop(
-          lambda k, *_: k < count, body, (tf.constant(0), x, ldj0),
+          lambda k, *_: k < count, body, (tf.constant(0), _widen(x), ldj0),
           parallel_iterations=1, maximum_iterations=count)
 
     def grad_fn(dy, dldj, variables=None):
       # Only `y` (and the variables) are captured: never an activation.
       if dy is None:
-        dy = tf.zeros_like(y)
+        dy = tf.zeros(tf.shape(y), dtype)
       if dldj is None:
-        dldj = tf.zeros_like(ldj)
+        dldj = tf.zeros(tf.shape(ldj), dtype)
       watched = {}
       stacked = _stack(step_variables, watched)
       arrays = [tf.TensorArray(stacked[j].dtype, size=count,
@@ -326,7 +355,7 @@ def steps_inverse_by_inversion(steps, x):
         out.append(None if where is None else per_slot[where[1]][where[0]])
       return dx, out
 
-    return (y, ldj), grad_fn
+    return (tf.cast(y, dtype), tf.cast(ldj, dtype)), grad_fn
 
   return block(tf.convert_to_tensor(x))
 
@@ -334,23 +363,23 @@ def steps_inverse_by_inversion(steps, x):
 def reconstruction_errors(components, x):
   """How well inversion rebuilds each component's input, from the end.
 
-  Runs `components` on `x` (data -> latent), then rebuilds backwards from the
-  final output exactly as the backward pass of `chain_inverse_by_inversion`
-  does. Returns a float64 numpy array, one entry per component in data ->
-  latent order: the max-abs difference between that component's true input
-  and its rebuilt input, divided by the max-abs of the true input (relative).
-  Runs eagerly (a diagnostic, not a training op).
+  Runs `components` on `x` (data -> latent) in the stream's dtype, then
+  rebuilds backwards from the final output exactly as the backward pass of
+  `chain_inverse_by_inversion` does. Returns a float64 numpy array, one entry
+  per component in data -> latent order: the max-abs difference between that
+  component's input in the forward pass and its rebuilt input, divided by the
+  max-abs of the former (relative). Runs eagerly (a diagnostic, not a
+  training op).
   """
   inputs = []
-  out = tf.convert_to_tensor(x)
+  out = _widen(x)
   for bij in components:
     inputs.append(out)
     out = bij.inverse_and_log_det(out)[0]
   errors = []
   for bij, true_input in zip(reversed(components), reversed(inputs)):
     out = bij.forward_and_log_det(out)[0]
-    diff = np.max(np.abs(out.numpy().astype(np.float64)
-                         - true_input.numpy().astype(np.float64)))
-    scale = np.max(np.abs(true_input.numpy().astype(np.float64)))
+    diff = np.max(np.abs(out.numpy() - true_input.numpy()))
+    scale = np.max(np.abs(true_input.numpy()))
     errors.append(diff / max(scale, np.finfo(np.float64).tiny))
   return np.array(errors[::-1])
