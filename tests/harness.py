@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_glow import ops
+from tfp_glow.bijectors import stacked
 
 tfd = tfp.distributions
 
@@ -89,9 +90,10 @@ def perturb(bijector, seed, scale):
   """
   rng = np.random.default_rng(seed)
   for v in bijector.trainable_variables:
-    shape = v.shape.as_list()
-    fan_in = int(np.prod(shape[:-1])) if len(shape) >= 2 else 1
-    noise = rng.normal(0.0, scale / math.sqrt(fan_in), shape)
+    # A Glow level's [K, ...] variable: each step's slice as its own.
+    step = stacked.step_shape(v).as_list()
+    fan_in = int(np.prod(step[:-1])) if len(step) >= 2 else 1
+    noise = rng.normal(0.0, scale / math.sqrt(fan_in), v.shape.as_list())
     v.assign_add(noise.astype(v.dtype.as_numpy_dtype))
   modules = [bijector] + list(bijector.submodules)
   for m in modules:

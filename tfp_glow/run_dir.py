@@ -186,7 +186,7 @@ def load_trained(model_dir, which='best'):
     raise FileNotFoundError(
         f'No checkpoint {path}: training in {model_dir!r} has not finished an epoch '
         'yet.')
-  model.load_weights(path)
+  callbacks_lib.load_weights(model, path)
   if not model.initialized:
     raise ValueError(f'{path} holds an uninitialised model (ActNorm never set).')
   return model, config, path

@@ -55,6 +55,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tfp_glow.bijectors import stacked
+
 try:  # The one private import: pausing every tape during the block's forward.
   from tensorflow.python.eager import record as _record  # pylint: disable=g-direct-tensorflow-import
   _stop_recording = _record.stop_recording
@@ -152,75 +154,14 @@ def chain_inverse_by_inversion(components, x):
 # CPU process's memory. The steps of a Glow level are copies of one another
 # (same classes, same variable shapes, the same code), so one step's ops can
 # serve all K: the parameters of the K steps are stacked (one [K, ...] tensor
-# per variable slot), and a `tf.while_loop` runs the first step's components
-# with the k-th slice substituted for their variables. The graph then holds one
-# step's ops per level whatever K is, and the loop runs the steps one after
-# the other, which is also what bounds the backward pass's activations.
-
-
-def _variable_paths(component):
-  """`[(attribute path, variable)]` of every tf.Variable held by `component`
-  or by a tf.Module below it, in a fixed (sorted) order."""
-  out, seen = [], {id(component)}
-
-  def walk(obj, prefix):
-    for name, value in sorted(vars(obj).items()):
-      if isinstance(value, tf.Variable):
-        out.append((prefix + (name,), value))
-      elif isinstance(value, tf.Module) and id(value) not in seen:
-        seen.add(id(value))
-        walk(value, prefix + (name,))
-
-  walk(component, ())
-  return out
-
-
-def _slots(steps):
-  """The variable layout shared by all `steps`, and each step's variables.
-
-  Returns `(slots, variables)`: `slots` is a list of `(component index,
-  attribute path)`, `variables[k][j]` the variable of step k in slot j.
-  Raises ValueError unless every step has the same component classes and the
-  same variable paths, shapes, dtypes and trainability.
-  """
-  layouts, variables = [], []
-  for step in steps:
-    layout, values = [], []
-    for c, component in enumerate(step):
-      for path, var in _variable_paths(component):
-        layout.append((type(component), c, path, tuple(var.shape.as_list()),
-                       var.dtype, var.trainable))
-        values.append(var)
-    layouts.append(layout)
-    variables.append(values)
-  for k, layout in enumerate(layouts[1:], 1):
-    if layout != layouts[0]:
-      raise ValueError(
-          'steps_inverse_by_inversion needs steps that are copies of one '
-          f'another (same classes and variable layout); step {k} differs from '
-          'step 0.')
-  return [(c, path) for _, c, path, *_ in layouts[0]], variables
-
-
-@contextlib.contextmanager
-def _substituted(step, slots, values):
-  """Within the context, `step`'s components read `values` (tensors) where
-  they would read the variables in `slots`. Plain attribute swaps, undone on
-  exit; meant for the moment a loop body is traced (no other code runs on
-  these objects meanwhile: a tf.distribute strategy traces one replica at a
-  time)."""
-  swapped = []
-  try:
-    for (c, path), value in zip(slots, values):
-      holder = step[c]
-      for name in path[:-1]:
-        holder = getattr(holder, name)
-      swapped.append((holder, path[-1], vars(holder)[path[-1]]))
-      object.__setattr__(holder, path[-1], value)
-    yield
-  finally:
-    for holder, name, old in reversed(swapped):
-      object.__setattr__(holder, name, old)
+# per slot: a Glow keeps them so, see tfp_glow.bijectors.stacked), and a
+# `tf.while_loop` runs the first step's components with the k-th slices
+# substituted for their parameters. The graph then holds one step's ops per
+# level whatever K is, and the loop runs the steps one after the other, which
+# is also what bounds the backward pass's activations. The stacked parameters
+# are the block's inputs, so their gradients are plain [K, ...] tensors, which
+# reach the level variables (or, for steps with variables of their own,
+# each step's) through the read outside the block.
 
 
 def _check_no_variable_read(what):
@@ -233,39 +174,19 @@ def _check_no_variable_read(what):
              if t.dtype == tf.resource]
   if handles:
     names = sorted(v.name for v in getattr(graph, '_watched_variables', ()))
-    raise ValueError(
-        f'steps_inverse_by_inversion: the {what} of a step read '
-        f'{len(handles)} variable(s) {names} that are not in its variable '
-        'layout (held outside tf.Module attributes?); such steps cannot be '
-        'looped.')
+    _refuse(what, len(handles), names)
 
 
-def _read(variable, watched=None):
-  """The variable's value; the object a tape sees read (the one
-  `tf.custom_gradient` names in `grad_fn`'s `variables`) goes to `watched`."""
-  if watched is None or not variable.trainable:
-    return tf.convert_to_tensor(variable)
-  with tf.GradientTape() as tape:
-    value = tf.convert_to_tensor(variable)
-  watched.append(tape.watched_variables())
-  return value
+def _refuse(what, count, names):
+  raise ValueError(
+      f'steps_inverse_by_inversion: the {what} of a step read {count} '
+      f'variable(s) {names} that are not in its variable layout (held outside '
+      'tf.Module attributes?); such steps cannot be looped.')
 
 
-def _stack(variables, watched=None):
-  """One `[K, ...]` tensor per slot; `watched[ref] = (k, slot)`."""
-  found = []
-  stacked = []
-  for j in range(len(variables[0])):
-    values = []
-    for k, step_variables in enumerate(variables):
-      seen = None if watched is None else []
-      values.append(_read(step_variables[j], seen))
-      for objects in seen or []:
-        found.extend((v.ref(), (k, j)) for v in objects)
-    stacked.append(tf.stack(values))
-  if watched is not None:
-    watched.update(found)
-  return stacked
+def _trainable(source):
+  return (source.trainable if isinstance(source, tf.Variable)
+          else source[0].trainable)
 
 
 def steps_inverse_by_inversion(steps, x):
@@ -274,37 +195,33 @@ def steps_inverse_by_inversion(steps, x):
   inversion.
 
   Same values and gradients as `chain_inverse_by_inversion` over the
-  flattened steps; in a graph (`tf.function`, Keras, XLA) the forward pass and
-  the backward pass are each a `tf.while_loop` over the steps, so the graph's
-  size does not grow with K. The steps must be copies of one another: the same
-  component classes, the same variable layout (checked) and the same
-  non-variable settings (not checked), as the steps of one level of
-  `tfp_glow.Glow` are. Eagerly there is no graph to keep small: the steps run
-  as `chain_inverse_by_inversion`.
+  flattened steps; the forward pass and the backward pass are each a
+  `tf.while_loop` over the steps (eagerly, a Python loop), so a graph's size
+  (`tf.function`, Keras, XLA) does not grow with K. The steps must be copies
+  of one another: the same component classes, the same variable layout
+  (checked) and the same non-variable settings (not checked), as the steps
+  of one level of `tfp_glow.Glow` are. Their parameters are read once, as
+  one `[K, ...]` tensor per slot: a level variable when the steps hold its
+  slices (`tfp_glow.bijectors.stacked`), else the steps' own variables
+  stacked.
   """
   steps = [tuple(step) for step in steps]
   if not steps or not all(steps):
     raise ValueError('steps_inverse_by_inversion needs at least one step of '
                      'at least one component.')
-  if tf.executing_eagerly():
-    return chain_inverse_by_inversion(
-        [bij for step in steps for bij in step], x)
-  slots, step_variables = _slots(steps)
+  slots, sources = stacked.level_sources(steps, 'steps_inverse_by_inversion')
   first = steps[0]
   count = len(steps)
-  trainable = [j for j, v in enumerate(step_variables[0]) if v.trainable]
-
-  def params_at(stacked, k):
-    return [tf.gather(s, k) for s in stacked]
+  trainable = [j for j, source in enumerate(sources) if _trainable(source)]
 
   @tf.custom_gradient
-  def block(x):
+  def block(x, *values):
     dtype = x.dtype  # the model's: the cotangents' and the outputs'
     with _stop_recording():
-      stacked = _stack(step_variables)
 
       def body(k, x, ldj):
-        with _substituted(first, slots, params_at(stacked, k)):
+        with stacked.substituted(first, slots,
+                                 [tf.gather(v, k) for v in values]):
           for bij in first:
             x, l = bij.inverse_and_log_det(x)
             ldj += l
@@ -317,22 +234,23 @@ def steps_inverse_by_inversion(steps, x):
           parallel_iterations=1, maximum_iterations=count)
 
     def grad_fn(dy, dldj, variables=None):
-      # Only `y` (and the variables) are captured: never an activation.
+      # Only `y` and the parameters are captured: never an activation.
+      if variables:  # eagerly: a variable read that no slice stood for
+        _refuse('forward pass', len(variables),
+                sorted(v.name for v in variables))
       if dy is None:
         dy = tf.zeros(tf.shape(y), dtype)
       if dldj is None:
         dldj = tf.zeros(tf.shape(ldj), dtype)
-      watched = {}
-      stacked = _stack(step_variables, watched)
-      arrays = [tf.TensorArray(stacked[j].dtype, size=count,
-                               element_shape=stacked[j].shape[1:])
+      arrays = [tf.TensorArray(values[j].dtype, size=count,
+                               element_shape=values[j].shape[1:])
                 for j in trainable]
 
       def body(k, out, d, arrays):
-        params = params_at(stacked, k)
+        params = [tf.gather(v, k) for v in values]
         watch = [params[j] for j in trainable]
         grads = {}
-        with _substituted(first, slots, params):
+        with stacked.substituted(first, slots, params):
           for bij in reversed(first):
             out, d, own = bij.rebuild_and_backprop(out, d, dldj, watch=watch)
             for ref, g in own.items():
@@ -346,18 +264,14 @@ def steps_inverse_by_inversion(steps, x):
       _, _, dx, arrays = tf.while_loop(
           lambda k, *_: k >= 0, body, (tf.constant(count - 1), y, dy, arrays),
           parallel_iterations=1, maximum_iterations=count)
-      # One Unpack per slot (not K slices): the graph stays flat in K.
-      per_slot = {j: tf.unstack(a.stack(), num=count)
-                  for j, a in zip(trainable, arrays)}
-      out = []
-      for v in variables or []:
-        where = watched.get(v.ref())
-        out.append(None if where is None else per_slot[where[1]][where[0]])
-      return dx, out
+      grads = [None] * len(values)
+      for j, a in zip(trainable, arrays):
+        grads[j] = a.stack()
+      return [dx] + grads
 
     return (tf.cast(y, dtype), tf.cast(ldj, dtype)), grad_fn
 
-  return block(tf.convert_to_tensor(x))
+  return block(tf.convert_to_tensor(x), *stacked.read_sources(sources))
 
 
 def reconstruction_errors(components, x):
