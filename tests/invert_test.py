@@ -170,8 +170,7 @@ def _gradient_graph_ops(backprop, steps_per_level, types):
 
   concrete = grad.get_concrete_function(tf.TensorSpec([None] + list(SMALL)))
   counts = models.count_ops(concrete, types)
-  counts['nodes'] = len(concrete.graph.as_graph_def().node) + sum(
-      len(f.node_def) for f in concrete.graph.as_graph_def().library.function)
+  counts['nodes'] = models.graph_nodes(concrete)
   counts['variables'] = len(glow.variables)
   return counts
 

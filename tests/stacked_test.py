@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import tfp_glow
 from tfp_glow import bijectors as gb
+from tfp_glow.benchmark import models
 from tfp_glow.bijectors import stacked
 from tfp_glow.keras import callbacks as callbacks_lib
 from glow_helpers import SMALL, glow_kwargs, init_batch  # pylint: disable=g-multiple-import
@@ -101,9 +102,8 @@ def _train_step_nodes(k, backprop):
     optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
     return loss
 
-  graph = step.get_concrete_function(
-      tf.TensorSpec([None] + list(SMALL))).graph.as_graph_def()
-  return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+  return models.graph_nodes(step.get_concrete_function(
+      tf.TensorSpec([None] + list(SMALL))))
 
 
 def test_adam_training_step_graph_is_flat_in_depth():

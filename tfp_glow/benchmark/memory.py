@@ -66,7 +66,9 @@ def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
   """Builds one library's model in this process and runs its training step.
 
   Meant to run alone in a fresh process. Returns the peak RSS before
-  anything was built, after the model was built, and after `steps` steps.
+  anything was built, after the model was built, after the step was traced
+  (and the traced graph's node count, its function library included), and
+  after `steps` steps.
   With a GPU, also its memory as TensorFlow's allocator counts it: in use
   once the model is built (`device_built_mb`: weights, Adam slots) and the
   peak during the steps (`device_peak_mb`: those plus the step's
@@ -85,13 +87,18 @@ def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
     raise ValueError(f"op must be 'train' or 'gradient', got {op!r}.")
   fn = model.function(op, mode)
   batch = tf.constant(x[:cfg.batch_size])
+  # Traced first (the calls below reuse this trace): the graph's size and
+  # what holding it costs, apart from running it.
+  nodes = models.graph_nodes(fn.get_concrete_function(batch))
+  traced = peak_rss_mb()
   device_built = device_memory_mb(reset_peak=True)
   for _ in range(steps):
     timing.sync(fn(batch))
   device = device_memory_mb()
   return dict(library=library, mode=mode, backprop=backprop, op=op,
               steps_per_level=cfg.steps_per_level, rss_start_mb=before,
-              rss_built_mb=built, peak_rss_mb=peak_rss_mb(),
+              rss_built_mb=built, rss_traced_mb=traced, graph_nodes=nodes,
+              variables=len(model.variables), peak_rss_mb=peak_rss_mb(),
               device_built_mb=None if device_built is None else device_built[0],
               device_peak_mb=None if device is None else device[1])
 
