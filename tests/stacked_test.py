@@ -106,9 +106,12 @@ def _train_step_nodes(k, backprop):
       tf.TensorSpec([None] + list(SMALL))))
 
 
+@pytest.mark.slow
 def test_adam_training_step_graph_is_flat_in_depth():
   """The Keras Adam update is per variable: with level variables it is the
-  same for any K, so under 'invert' the whole training step's graph is."""
+  same for any K, so under 'invert' the whole training step's graph is.
+  (Slow set: the default run checks the gradient's graph and the variable
+  count, invert_test.py::test_invert_graph_does_not_grow_with_depth.)"""
   assert _train_step_nodes(2, 'invert') == _train_step_nodes(3, 'invert')
 
 
