@@ -193,6 +193,23 @@ def test_memory_table_section_ratios():
   assert '| 32 | invert | failed: exit 1 |' in table
 
 
+def test_memory_table_gpu_columns():
+  """With a GPU the children also report TensorFlow's allocator figures
+  (memory.train_step_rss): in use once built, the peak during the steps (and
+  its ratio to the smallest K), and the gradient alone's peak."""
+  rows = [dict(steps_per_level=k, backprop='invert', mode='graph',
+               peak_rss_mb=800.0, step_ms=130.0, rss_built_mb=700.0,
+               gradient_peak_rss_mb=750.0, device_built_mb=10.0 * k,
+               device_peak_mb=100.0 * k, gradient_device_peak_mb=90.0 * k)
+          for k in (8, 16)]
+  results = dict(memory_table=dict(config=_tiny(0.5).as_dict(),
+                                   backprops=['invert'], rows=rows))
+  table = report.render(results)
+  assert 'GPU peak (MB)' in table and 'get_memory_info' in table
+  assert ('| 16 | invert | 800 | 1.00x | - | 700 | 750 | 1.00x | 160 | 1600 | '
+          '2.00x | 1440 | 130 | - |') in table, table
+
+
 @pytest.mark.slow
 def test_memory_table_run(tmp_path):
   """`--memory_table` end to end on the quick preset: every child (training

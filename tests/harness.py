@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_glow import ops
+from tfp_glow.bijectors import stacked
 
 tfd = tfp.distributions
 
@@ -89,9 +90,10 @@ def perturb(bijector, seed, scale):
   """
   rng = np.random.default_rng(seed)
   for v in bijector.trainable_variables:
-    shape = v.shape.as_list()
-    fan_in = int(np.prod(shape[:-1])) if len(shape) >= 2 else 1
-    noise = rng.normal(0.0, scale / math.sqrt(fan_in), shape)
+    # A Glow level's [K, ...] variable: each step's slice as its own.
+    step = stacked.step_shape(v).as_list()
+    fan_in = int(np.prod(step[:-1])) if len(step) >= 2 else 1
+    noise = rng.normal(0.0, scale / math.sqrt(fan_in), v.shape.as_list())
     v.assign_add(noise.astype(v.dtype.as_numpy_dtype))
   modules = [bijector] + list(bijector.submodules)
   for m in modules:
@@ -447,8 +449,11 @@ def check_invert_gradients(factory, cfg, invert_factory=None, tol=None,
                                          compiled=how == 'graph')
     value_b, _, inv = _gradient_of(invert_bij, cfg, kw, x, inverted,
                                    compiled=how == 'graph')
+    # 'invert' runs the chain in its float64 stream and rounds the result,
+    # 'store' rounds at every op: in float32 the weighted sum agrees to a
+    # few float32 roundings (measured up to 1.6e-6), not bit for bit.
     np.testing.assert_allclose(value_b, value_a, rtol=1e-12 if (
-        cfg.dtype == tf.float64) else 1e-6, err_msg=f'{how}: values differ')
+        cfg.dtype == tf.float64) else 1e-5, err_msg=f'{how}: values differ')
     for name, a, b in zip(names, store, inv):
       if (a is None) != (b is None):
         bad.append(f'{how}, {name}: store {a is None and "None"}, invert '

@@ -200,14 +200,17 @@ class ActNormState(tf.Module):
   def normalize(self, x, validate=False):
     """Data -> latent, no log-det (initialises inside `data_dependent_init`)."""
     self.maybe_init(x)
+    # exp in the input's dtype: given a wider input (the float64 stream of
+    # `backprop='invert'`, see tfp_glow.bijectors.invert), the two directions
+    # are then inverses to that dtype's precision, not to the parameters'.
     with tf.control_dependencies(self.assert_initialized(validate)):
-      return (x + tf.cast(self.bias, x.dtype)) * tf.cast(
-          tf.exp(self.log_scale), x.dtype)
+      return (x + tf.cast(self.bias, x.dtype)) * tf.exp(
+          tf.cast(self.log_scale, x.dtype))
 
   def denormalize(self, z, validate=False):
     """Latent -> data, no log-det."""
     with tf.control_dependencies(self.assert_initialized(validate)):
-      return z * tf.cast(tf.exp(-self.log_scale), z.dtype) - tf.cast(
+      return z * tf.exp(-tf.cast(self.log_scale, z.dtype)) - tf.cast(
           self.bias, z.dtype)
 
   def log_det(self, x):

@@ -281,7 +281,7 @@ def load_trained(model_dir, which='best'):
   advice = _other_checkpoint_advice(model_dir, path)
   check_weights_file(path, advice)
   try:
-    model.load_weights(path)
+    callbacks_lib.load_weights(model, path)
   except OSError as e:  # read errors that the check above did not meet
     raise DamagedCheckpointError(
         f'{path} is damaged: {_unreadable_because(e)}. {advice}') from e

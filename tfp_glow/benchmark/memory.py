@@ -19,7 +19,7 @@ import tensorflow as tf
 from tfp_glow.benchmark import models
 from tfp_glow.benchmark import timing
 
-__all__ = ['MARKER', 'peak_rss_mb', 'device_peak_mb', 'train_step_rss',
+__all__ = ['MARKER', 'peak_rss_mb', 'device_memory_mb', 'device_peak_mb', 'train_step_rss',
            'train_step_times', 'print_child_result', 'run_child']
 
 MARKER = 'RSS_JSON '
@@ -41,11 +41,24 @@ def peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def device_peak_mb():
-  """Peak memory of the first GPU, MB (`get_memory_info`), or None."""
+def device_memory_mb(reset_peak=False):
+  """`(current, peak)` memory of the first GPU in MB, from TensorFlow's
+  allocator (`tf.config.experimental.get_memory_info`), or None without a
+  GPU. `reset_peak`: afterwards the peak starts again from the current
+  figure (`reset_memory_stats`), so that a later peak is that of what runs
+  in between."""
   if not tf.config.list_logical_devices('GPU'):
     return None
-  return tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2**20
+  info = tf.config.experimental.get_memory_info('GPU:0')
+  if reset_peak:
+    tf.config.experimental.reset_memory_stats('GPU:0')
+  return info['current'] / 2**20, info['peak'] / 2**20
+
+
+def device_peak_mb():
+  """Peak memory of the first GPU, MB, or None without a GPU."""
+  memory = device_memory_mb()
+  return None if memory is None else memory[1]
 
 
 def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
@@ -53,8 +66,14 @@ def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
   """Builds one library's model in this process and runs its training step.
 
   Meant to run alone in a fresh process. Returns the peak RSS before
-  anything was built, after the model was built, and after `steps` steps
-  (and the GPU's peak memory when there is one). `backprop` is tfp_glow's
+  anything was built, after the model was built, after the step was traced
+  (and the traced graph's node count, its function library included), and
+  after `steps` steps.
+  With a GPU, also its memory as TensorFlow's allocator counts it: in use
+  once the model is built (`device_built_mb`: weights, Adam slots) and the
+  peak during the steps (`device_peak_mb`: those plus the step's
+  activations, gradients and workspace), which is the figure that limits a
+  GPU the way peak RSS limits a CPU process. `backprop` is tfp_glow's
   option ('store' or 'invert'); `op` is 'train' (gradient + Adam update) or
   'gradient' (the gradient alone: what the flow itself costs, without the
   optimizer's per-variable update). `peer_options` go to the PyTorch
@@ -70,12 +89,21 @@ def train_step_rss(library, mode, cfg, seed=0, learning_rate=1e-4, steps=3,
     raise ValueError(f"op must be 'train' or 'gradient', got {op!r}.")
   fn = model.function(op, mode)
   args = model.args(op, tf.constant(x[:cfg.batch_size]), None)
+  # Traced first (the calls below reuse this trace): the graph's size and
+  # what holding it costs, apart from running it (TensorFlow functions only).
+  nodes = (models.graph_nodes(fn.get_concrete_function(*args))
+           if hasattr(fn, 'get_concrete_function') else None)
+  traced = peak_rss_mb()
+  device_built = device_memory_mb(reset_peak=True)
   for _ in range(steps):
     timing.sync(fn(*args))
+  device = device_memory_mb()
   return dict(library=library, mode=mode, backprop=backprop, op=op,
               steps_per_level=cfg.steps_per_level, rss_start_mb=before,
-              rss_built_mb=built, peak_rss_mb=peak_rss_mb(),
-              device_peak_mb=device_peak_mb())
+              rss_built_mb=built, rss_traced_mb=traced, graph_nodes=nodes,
+              variables=len(model.variables), peak_rss_mb=peak_rss_mb(),
+              device_built_mb=None if device_built is None else device_built[0],
+              device_peak_mb=None if device is None else device[1])
 
 
 def train_step_times(library, mode, cfg, backprops, seed=0,

@@ -17,7 +17,7 @@ import tensorflow_probability as tfp
 import tfp_glow
 
 __all__ = ['Model', 'TfpGlowModel', 'TfbGlowModel', 'build', 'images',
-           'count_ops', 'conv2d_counts']
+           'count_ops', 'graph_nodes', 'conv2d_counts']
 
 
 class Model:
@@ -203,6 +203,13 @@ def count_ops(concrete, types):
       if node.op in counts:
         counts[node.op] += 1
   return counts
+
+
+def graph_nodes(concrete):
+  """Nodes of a concrete function's graph, its function library included
+  (a loop's body, a `tf.cond`'s branches): what a process holds for it."""
+  graph = concrete.graph.as_graph_def()
+  return len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
 
 
 def conv2d_counts(model, x, seed):

@@ -103,13 +103,16 @@ def _memory_table(results):
       f"3 training steps ({rows[0].get('mode', '?')} mode), of which the "
       'model built (with its Adam slots, before any step); the same with the '
       "gradient alone (no optimizer update); step time: median of "
-      'interleaved rounds in one process per K.', '',
+      'interleaved rounds in one process per K.'
+      + (' GPU: TensorFlow\'s allocator (get_memory_info), in use once '
+         'built and the peak during the steps.' if device else ''), '',
       '| K | backprop | peak RSS (MB) | vs its smallest K | vs store | '
       'built (MB) | gradient alone (MB) | vs its smallest K | '
-      + ('device peak (MB) | ' if device else '')
+      + ('GPU built (MB) | GPU peak (MB) | vs its smallest K | '
+         'GPU gradient alone (MB) | ' if device else '')
       + 'step ms | vs store |',
-      '|---:|---|---:|---:|---:|---:|---:|---:|' + ('---:|' if device else '')
-      + '---:|---:|']
+      '|---:|---|---:|---:|---:|---:|---:|---:|'
+      + ('---:|---:|---:|---:|' if device else '') + '---:|---:|']
   for k in ks:
     for bp in table['backprops']:
       r = by.get((k, bp))
@@ -124,13 +127,18 @@ def _memory_table(results):
       ratio = lambda a, b: None if a is None or not b else a / b  # pylint: disable=unnecessary-lambda-assignment
       grad = r.get('gradient_peak_rss_mb')
       grad_base = by.get((ks[0], bp), {}).get('gradient_peak_rss_mb')
+      dev = r.get('device_peak_mb')
+      dev_base = by.get((ks[0], bp), {}).get('device_peak_mb')
       lines.append(
           f"| {k} | {bp} | {_fmt(rss, '.0f')} | "
           f"{_times(ratio(rss, base))} | "
           f"{_fmt(ratio(rss, store.get('peak_rss_mb')), '.0%')} | "
           f"{_fmt(r.get('rss_built_mb'), '.0f')} | {_fmt(grad, '.0f')} | "
           f"{_times(ratio(grad, grad_base))} | "
-          + (f"{_fmt(r.get('device_peak_mb'), '.0f')} | " if device else '')
+          + (f"{_fmt(r.get('device_built_mb'), '.0f')} | "
+             f"{_fmt(dev, '.0f')} | {_times(ratio(dev, dev_base))} | "
+             f"{_fmt(r.get('gradient_device_peak_mb'), '.0f')} | "
+             if device else '')
           + f"{_fmt(r.get('step_ms'), '.0f')} | "
           f"{_times(ratio(r.get('step_ms'), store.get('step_ms')))} |")
   return lines

@@ -230,6 +230,7 @@ def memory_table(cfg, steps_per_level, backprops, rss_command, times_command,
       log(f'K={k} {backprop} gradient alone: {g}')
       rows.append(dict(r, steps_per_level=k, backprop=backprop,
                        gradient_peak_rss_mb=g.get('peak_rss_mb'),
+                       gradient_device_peak_mb=g.get('device_peak_mb'),
                        gradient_error=g.get('error')))
     times = memory.run_child(times_command(k), env=env,
                              describe=dict(steps_per_level=k))

@@ -125,9 +125,13 @@ class GlowBijector(tfb.Bijector):
     back-propagate through this bijector alone.
 
     `y` is this bijector's data -> latent output (`inverse_and_log_det(x)[0]`),
-    `dy` and `dldj` the cotangents of that output and of its log-det. Returns
-    `(x, dx, grads)`: the rebuilt input `x = forward(y)` (no gradient flows
-    into it), the cotangent of the input, and `{source.ref(): gradient}`
+    `dy` and `dldj` the cotangents of that output and of its log-det, in the
+    model's dtype. `y` may be wider (the float64 stream of
+    `tfp_glow.bijectors.invert`): the rebuild then runs in `y`'s dtype and
+    the recomputation in `dy`'s, from the rebuilt input rounded to it, as
+    'store' computes it. Returns
+    `(x, dx, grads)`: the rebuilt input `x = forward(y)` (`y`'s dtype, no
+    gradient flows into it), the cotangent of the input, and `{source.ref(): gradient}`
     for every trainable variable the recomputation reads and every tensor in
     `watch` it depends on (a step's parameters, when they are substituted
     for its variables as tensors).
@@ -138,10 +142,11 @@ class GlowBijector(tfb.Bijector):
     (`_Coupling` does: its network runs once, not twice).
     """
     x = tf.stop_gradient(self.forward_and_log_det(y)[0])
+    x_own = tf.cast(x, dy.dtype)
     with tf.GradientTape() as tape:
-      tape.watch([x] + list(watch))
-      y_again, ldj = self.inverse_and_log_det(x)
-    return (x,) + _vjp(tape, [y_again, ldj], [dy, dldj], x, watch)
+      tape.watch([x_own] + list(watch))
+      y_again, ldj = self.inverse_and_log_det(x_own)
+    return (x,) + _vjp(tape, [y_again, ldj], [dy, dldj], x_own, watch)
 
   def _augmented_forward(self, x, **kwargs):
     y, fldj = self._transform(x, inverse=False, **kwargs)

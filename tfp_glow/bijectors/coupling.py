@@ -40,14 +40,21 @@ class _Coupling(base.GlowBijector):
                      name=name)
 
   def _run_network(self, xa):
-    flat, batch_shape = base.flatten_batch(xa)
+    """`h = NN(x_a)` in the coupling's dtype, whatever `x_a`'s.
+
+    The network always runs in the coupling's dtype: given the wider stream
+    of `backprop='invert'` it reads `x_a` rounded to it and its output is
+    widened again, so only the coupling's arithmetic runs wide. (The rebuild
+    sees the same `x_a`, rounded the same way: the same `h`.)
+    """
+    flat, batch_shape = base.flatten_batch(tf.cast(xa, self.dtype))
     h = self.network(flat)
     if h.shape.rank is not None and h.shape[-1] is not None and (
         h.shape[-1] != self._net_out_channels):
       raise ValueError(
           f'{self.name}: the network must return {self._net_out_channels} '
           f'channels, got shape {h.shape}.')
-    return base.unflatten_batch(h, batch_shape)
+    return tf.cast(base.unflatten_batch(h, batch_shape), xa.dtype)
 
   def _transform(self, x, inverse, **kwargs):
     del kwargs
@@ -63,22 +70,28 @@ class _Coupling(base.GlowBijector):
     computed once under the tape serves both to rebuild `x_b` from `y_b` and
     to recompute `y_b` and the log-det for the gradient. Unfused (rebuild,
     then recompute), the network would run twice in the backward pass. See
-    `GlowBijector.rebuild_and_backprop` for the contract.
+    `GlowBijector.rebuild_and_backprop` for the contract: `y` and the
+    rebuilt input are in the stream's dtype (the rebuild runs there), the
+    recomputation for the gradient in the coupling's own, as 'store' runs.
     """
+    dtype = dy.dtype
     ya, yb = y[..., :self._half], y[..., self._half:]
     dya, dyb = dy[..., :self._half], dy[..., self._half:]
+    ya_own = tf.cast(ya, dtype)
     watch = list(watch)
     with tf.GradientTape() as tape:
-      tape.watch([ya] + watch)
-      h = self._run_network(ya)
-      xb = tf.stop_gradient(self._couple(yb, h, inverse=False)[0])
-      tape.watch(xb)
-      yb_again, ldj = self._couple(xb, h, inverse=True)
+      tape.watch([ya_own] + watch)
+      h = self._run_network(ya_own)
+      xb = tf.stop_gradient(
+          self._couple(yb, tf.cast(h, yb.dtype), inverse=False)[0])
+      xb_own = tf.cast(xb, dtype)
+      tape.watch(xb_own)
+      yb_again, ldj = self._couple(xb_own, h, inverse=True)
     variables = list(tape.watched_variables()) + watch
-    grads = tape.gradient([yb_again, ldj], [ya, xb] + variables,
+    grads = tape.gradient([yb_again, ldj], [ya_own, xb_own] + variables,
                           output_gradients=[dyb, dldj])
     dxa = dya if grads[0] is None else dya + grads[0]
-    dxb = tf.zeros_like(xb) if grads[1] is None else grads[1]
+    dxb = tf.zeros_like(xb_own) if grads[1] is None else grads[1]
     x = tf.concat([ya, xb], axis=-1)
     return x, tf.concat([dxa, dxb], axis=-1), {
         v.ref(): g for v, g in zip(variables, grads[2:]) if g is not None}

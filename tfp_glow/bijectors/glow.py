@@ -15,6 +15,7 @@ from tfp_glow.bijectors import invertible_conv
 from tfp_glow.bijectors import permute
 from tfp_glow.bijectors import split as split_lib
 from tfp_glow.bijectors import squeeze as squeeze_lib
+from tfp_glow.bijectors import stacked
 
 __all__ = ['Glow', 'LogProbParts', 'COUPLINGS', 'PERMUTATIONS']
 
@@ -119,19 +120,27 @@ class Glow(base.GlowBijector):
       step's input from its output by the inverse and recomputes one
       component at a time (`tfp_glow.bijectors.invert`): only each level's
       output is kept, so activation memory stays flat in K, for about one
-      extra forward pass of compute. In a graph (tf.function, Keras, XLA)
-      each level's steps also run as one step's ops in a `tf.while_loop`
-      over their stacked parameters, so the traced graph does not grow with
-      K either (what still does: a few reads per variable, and the
-      optimizer's per-variable update). Values are identical; gradients equal
-      'store''s up to the rounding of the rebuilt inputs: float64 ~1e-15;
-      float32 ~1e-6 at init, but ~1e-3 relative on a trained model, whose
-      gradient moves as much when the images move by a relative 1e-7 (ReLU
-      kinks; docs/BENCHMARKS.md). Second derivatives are not supported.
-      Squeezes, split priors and the top prior use ordinary autodiff (their
+      extra forward pass of compute. Each level's steps run as one step's
+      ops in a `tf.while_loop` over the level's variables, so the traced
+      graph does not grow with K either. The block carries its activations
+      in float64 (the networks still run in `dtype`), so a rebuilt input is
+      exact to ~1e-10 even where a level's inverse is ill-conditioned (affine
+      scales ~1e-4), and float32 gradients are as accurate as 'store''s
+      against the float64 truth (within 3x, tested for every permutation
+      and coupling; docs/BENCHMARKS.md); values agree with 'store''s to
+      float32 rounding. Second derivatives are not supported. Squeezes,
+      split priors and the top prior use ordinary autodiff (their
       activations are per level, not per step). ActNorm's data-dependent
       init runs the ordinary path.
     validate_args: check data (NaN/Inf, ActNorm initialised) at run time.
+
+  Variables: the K steps of a level keep their parameters in one `[K, ...]`
+  variable per parameter (`level_variables[level]`, named like
+  `glow_level0_steps_actnorm/bias`); each step's components hold slices of
+  them (`tfp_glow.bijectors.stacked.VariableSlice`), so an optimizer updates
+  a few dozen variables whatever K is, and neither the training step's graph
+  nor its memory grows with K (docs/BENCHMARKS.md). A component's
+  `variables` are the level variables it reads.
 
   #### Example
 
@@ -206,6 +215,15 @@ class Glow(base.GlowBijector):
     if actnorm_init == 'identity':
       for state in self.actnorms():
         state.set_identity()
+    # One [K, ...] variable per parameter slot per level (see
+    # tfp_glow.bijectors.stacked): the optimizer's update and the traced
+    # graph then do not grow with K. The steps keep slices of them.
+    self.level_variables = []
+    for lv, level_steps in zip(plan.levels, self.steps):
+      step0 = f'{name}_level{lv.index}_step0'
+      self.level_variables.append(stacked.stack_level(
+          level_steps, rename=lambda n, s=step0: n.replace(
+              s, s[:-len('_step0')] + '_steps', 1)))
 
   # --- static facts ----------------------------------------------------------
 
@@ -302,12 +320,16 @@ class Glow(base.GlowBijector):
     """One level's K steps on `x`: `(y, ldj)`, by `self.backprop`."""
     components = self.level_components(level)
     # The data-dependent init runs eagerly without gradients and sets
-    # variables as it goes: always the ordinary path.
-    if self._backprop == 'invert' and not ops.init_active():
-      # The K steps are copies of one another: in a graph, one step's ops
-      # looped K times (the graph does not grow with K).
+    # variables as it goes (through the steps' slices): the ordinary path.
+    if ops.init_active():
+      return invert.chain_inverse(components, x)
+    if self._backprop == 'invert':
+      # The K steps are copies of one another: one step's ops looped K times
+      # over the level's variables (the graph does not grow with K).
       return invert.steps_inverse_by_inversion(self.steps[level], x)
-    return invert.chain_inverse(components, x)
+    # Each level variable read once, step k on its k-th slice.
+    with stacked.unstacked(self.steps[level]):
+      return invert.chain_inverse(components, x)
 
   def _encode(self, x, labels):
     """Data -> latent on a flat batch `[N, H, W, C]`: (eps [N, D], ildj, z_top)."""
@@ -342,10 +364,11 @@ class Glow(base.GlowBijector):
         x, l = self.splits[level].forward_and_log_det(
             tf.concat([x, parts[level]], axis=-1))
         ldj += l
-      for step in reversed(self.steps[level]):
-        for bij in reversed(step):
-          x, l = bij.forward_and_log_det(x)
-          ldj += l
+      with stacked.unstacked(self.steps[level]):
+        for step in reversed(self.steps[level]):
+          for bij in reversed(step):
+            x, l = bij.forward_and_log_det(x)
+            ldj += l
       x, _ = self._squeeze.forward_and_log_det(x)
     return x, ldj + tf.zeros([n], eps.dtype)
 

@@ -27,12 +27,27 @@ step's ops run in a `tf.while_loop` (forward, and rebuild + backprop in
 reverse) over the steps' parameters stacked into `[K, ...]` tensors; the loop
 body reads the k-th slices in place of the first step's variables.
 
-Numerics: a rebuilt input carries the inverse's rounding error (the affine
-coupling's inverse divides by its sigmoid scale, a 1x1 convolution's inverse
-multiplies by `W^-1`), and the error compounds along the chain. float64 makes
-it vanish; in float32 `reconstruction_errors` measures it (docs/BENCHMARKS.md).
-Second derivatives through an inverted block are not supported (the backward
-pass opens tapes of its own, but nothing records it for a higher order).
+Numerics: the inverted block carries its activations in float64 (the
+"stream", `STREAM_DTYPE`), whatever the model's dtype; the networks still run
+in the model's dtype, and the recomputation that gives the gradients runs in
+the model's dtype from the rebuilt input rounded to it, exactly as 'store'
+computes them. Why: a level's inverse can be ill-conditioned. An affine
+coupling's inverse divides by its sigmoid scale, which trained (or merely
+perturbed) couplings push to 1e-4 and below, so the inverse of a level
+amplifies an error in its output by up to ~1e6 (measured, docs/BENCHMARKS.md).
+A float32 output then does not determine the level's input to float32
+precision at all: the forward pass's own float32 roundings (a 1x1
+convolution mixing a small channel into large ones, an addition of a large
+shift) already lost it, and no rebuild from that output, in any precision,
+recovers it (float32 gradients were 1e-3 to 3e-2 off). In the float64 stream
+the forward's roundings are ~1e-16, the rebuilt inputs agree with the
+forward's to ~1e-10 even then, and the float32 gradients are as accurate as
+'store''s. The networks' inputs are the passed-through halves rounded to the
+model's dtype, the same bits in the forward pass and in the rebuild, so each
+network gives the same output both times. `reconstruction_errors` measures
+the rebuild. Second derivatives through an inverted block are not supported
+(the backward pass opens tapes of its own, but nothing records it for a
+higher order).
 """
 
 import contextlib
@@ -40,14 +55,26 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tfp_glow.bijectors import stacked
+
 try:  # The one private import: pausing every tape during the block's forward.
   from tensorflow.python.eager import record as _record  # pylint: disable=g-direct-tensorflow-import
   _stop_recording = _record.stop_recording
 except (ImportError, AttributeError):  # pragma: no cover
   _stop_recording = contextlib.nullcontext
 
-__all__ = ['chain_inverse', 'chain_inverse_by_inversion',
+__all__ = ['STREAM_DTYPE', 'chain_inverse', 'chain_inverse_by_inversion',
            'steps_inverse_by_inversion', 'reconstruction_errors']
+
+# The dtype an inverted block's activations are carried in (module docstring).
+# The costs: the elementwise ops and 1x1 convolutions of the chain run in
+# float64 (the networks, most of the work, do not), and the one tensor a block
+# keeps for its backward pass is twice the size.
+STREAM_DTYPE = tf.float64
+
+
+def _widen(x):
+  return tf.cast(x, STREAM_DTYPE)
 
 
 def chain_inverse(components, x):
@@ -80,8 +107,10 @@ def chain_inverse_by_inversion(components, x):
   Same values as `chain_inverse`; the gradient (to `x` and to every trainable
   variable the chain reads) is the same up to the rounding of the rebuilt
   inputs, and nothing but the output is kept for the backward pass. Every
-  component must have `rebuild_and_backprop` (every tfp_glow bijector does).
-  Use it where a gradient will be taken; it costs nothing otherwise.
+  component must have `rebuild_and_backprop` (every tfp_glow bijector does)
+  and compute in its input's dtype (it receives the float64 stream, see the
+  module docstring; every tfp_glow bijector does). Use it where a gradient
+  will be taken; it costs nothing otherwise.
   """
   components = list(components)
   if not components:
@@ -92,15 +121,16 @@ def chain_inverse_by_inversion(components, x):
   def block(x):
     # Nothing inside is recorded on the caller's tapes, so nothing there holds
     # an activation; tf.custom_gradient still sees the variables read here.
+    dtype = x.dtype  # the model's: the cotangents' and the outputs'
     with _stop_recording():
-      y, ldj = chain_inverse(components, x)
+      y, ldj = chain_inverse(components, _widen(x))
 
     def grad_fn(dy, dldj, variables=None):
       # Only `y` (and `components`) are captured: never an activation.
       if dy is None:
-        dy = tf.zeros_like(y)
+        dy = tf.zeros(tf.shape(y), dtype)
       if dldj is None:
-        dldj = tf.zeros_like(ldj)
+        dldj = tf.zeros(tf.shape(ldj), dtype)
       out, grads, done = y, {}, [dy]
       for bij in reversed(components):
         out = _after(out, done)
@@ -111,7 +141,7 @@ def chain_inverse_by_inversion(components, x):
         done = [dy] + list(own.values())
       return dy, [grads.get(v.ref()) for v in (variables or [])]
 
-    return (y, ldj), grad_fn
+    return (tf.cast(y, dtype), tf.cast(ldj, dtype)), grad_fn
 
   return block(tf.convert_to_tensor(x))
 
@@ -124,75 +154,14 @@ def chain_inverse_by_inversion(components, x):
 # CPU process's memory. The steps of a Glow level are copies of one another
 # (same classes, same variable shapes, the same code), so one step's ops can
 # serve all K: the parameters of the K steps are stacked (one [K, ...] tensor
-# per variable slot), and a `tf.while_loop` runs the first step's components
-# with the k-th slice substituted for their variables. The graph then holds one
-# step's ops per level whatever K is, and the loop runs the steps one after
-# the other, which is also what bounds the backward pass's activations.
-
-
-def _variable_paths(component):
-  """`[(attribute path, variable)]` of every tf.Variable held by `component`
-  or by a tf.Module below it, in a fixed (sorted) order."""
-  out, seen = [], {id(component)}
-
-  def walk(obj, prefix):
-    for name, value in sorted(vars(obj).items()):
-      if isinstance(value, tf.Variable):
-        out.append((prefix + (name,), value))
-      elif isinstance(value, tf.Module) and id(value) not in seen:
-        seen.add(id(value))
-        walk(value, prefix + (name,))
-
-  walk(component, ())
-  return out
-
-
-def _slots(steps):
-  """The variable layout shared by all `steps`, and each step's variables.
-
-  Returns `(slots, variables)`: `slots` is a list of `(component index,
-  attribute path)`, `variables[k][j]` the variable of step k in slot j.
-  Raises ValueError unless every step has the same component classes and the
-  same variable paths, shapes, dtypes and trainability.
-  """
-  layouts, variables = [], []
-  for step in steps:
-    layout, values = [], []
-    for c, component in enumerate(step):
-      for path, var in _variable_paths(component):
-        layout.append((type(component), c, path, tuple(var.shape.as_list()),
-                       var.dtype, var.trainable))
-        values.append(var)
-    layouts.append(layout)
-    variables.append(values)
-  for k, layout in enumerate(layouts[1:], 1):
-    if layout != layouts[0]:
-      raise ValueError(
-          'steps_inverse_by_inversion needs steps that are copies of one '
-          f'another (same classes and variable layout); step {k} differs from '
-          'step 0.')
-  return [(c, path) for _, c, path, *_ in layouts[0]], variables
-
-
-@contextlib.contextmanager
-def _substituted(step, slots, values):
-  """Within the context, `step`'s components read `values` (tensors) where
-  they would read the variables in `slots`. Plain attribute swaps, undone on
-  exit; meant for the moment a loop body is traced (no other code runs on
-  these objects meanwhile: a tf.distribute strategy traces one replica at a
-  time)."""
-  swapped = []
-  try:
-    for (c, path), value in zip(slots, values):
-      holder = step[c]
-      for name in path[:-1]:
-        holder = getattr(holder, name)
-      swapped.append((holder, path[-1], vars(holder)[path[-1]]))
-      object.__setattr__(holder, path[-1], value)
-    yield
-  finally:
-    for holder, name, old in reversed(swapped):
-      object.__setattr__(holder, name, old)
+# per slot: a Glow keeps them so, see tfp_glow.bijectors.stacked), and a
+# `tf.while_loop` runs the first step's components with the k-th slices
+# substituted for their parameters. The graph then holds one step's ops per
+# level whatever K is, and the loop runs the steps one after the other, which
+# is also what bounds the backward pass's activations. The stacked parameters
+# are the block's inputs, so their gradients are plain [K, ...] tensors, which
+# reach the level variables (or, for steps with variables of their own,
+# each step's) through the read outside the block.
 
 
 def _check_no_variable_read(what):
@@ -205,39 +174,19 @@ def _check_no_variable_read(what):
              if t.dtype == tf.resource]
   if handles:
     names = sorted(v.name for v in getattr(graph, '_watched_variables', ()))
-    raise ValueError(
-        f'steps_inverse_by_inversion: the {what} of a step read '
-        f'{len(handles)} variable(s) {names} that are not in its variable '
-        'layout (held outside tf.Module attributes?); such steps cannot be '
-        'looped.')
+    _refuse(what, len(handles), names)
 
 
-def _read(variable, watched=None):
-  """The variable's value; the object a tape sees read (the one
-  `tf.custom_gradient` names in `grad_fn`'s `variables`) goes to `watched`."""
-  if watched is None or not variable.trainable:
-    return tf.convert_to_tensor(variable)
-  with tf.GradientTape() as tape:
-    value = tf.convert_to_tensor(variable)
-  watched.append(tape.watched_variables())
-  return value
+def _refuse(what, count, names):
+  raise ValueError(
+      f'steps_inverse_by_inversion: the {what} of a step read {count} '
+      f'variable(s) {names} that are not in its variable layout (held outside '
+      'tf.Module attributes?); such steps cannot be looped.')
 
 
-def _stack(variables, watched=None):
-  """One `[K, ...]` tensor per slot; `watched[ref] = (k, slot)`."""
-  found = []
-  stacked = []
-  for j in range(len(variables[0])):
-    values = []
-    for k, step_variables in enumerate(variables):
-      seen = None if watched is None else []
-      values.append(_read(step_variables[j], seen))
-      for objects in seen or []:
-        found.extend((v.ref(), (k, j)) for v in objects)
-    stacked.append(tf.stack(values))
-  if watched is not None:
-    watched.update(found)
-  return stacked
+def _trainable(source):
+  return (source.trainable if isinstance(source, tf.Variable)
+          else source[0].trainable)
 
 
 def steps_inverse_by_inversion(steps, x):
@@ -246,64 +195,62 @@ def steps_inverse_by_inversion(steps, x):
   inversion.
 
   Same values and gradients as `chain_inverse_by_inversion` over the
-  flattened steps; in a graph (`tf.function`, Keras, XLA) the forward pass and
-  the backward pass are each a `tf.while_loop` over the steps, so the graph's
-  size does not grow with K. The steps must be copies of one another: the same
-  component classes, the same variable layout (checked) and the same
-  non-variable settings (not checked), as the steps of one level of
-  `tfp_glow.Glow` are. Eagerly there is no graph to keep small: the steps run
-  as `chain_inverse_by_inversion`.
+  flattened steps; the forward pass and the backward pass are each a
+  `tf.while_loop` over the steps (eagerly, a Python loop), so a graph's size
+  (`tf.function`, Keras, XLA) does not grow with K. The steps must be copies
+  of one another: the same component classes, the same variable layout
+  (checked) and the same non-variable settings (not checked), as the steps
+  of one level of `tfp_glow.Glow` are. Their parameters are read once, as
+  one `[K, ...]` tensor per slot: a level variable when the steps hold its
+  slices (`tfp_glow.bijectors.stacked`), else the steps' own variables
+  stacked.
   """
   steps = [tuple(step) for step in steps]
   if not steps or not all(steps):
     raise ValueError('steps_inverse_by_inversion needs at least one step of '
                      'at least one component.')
-  if tf.executing_eagerly():
-    return chain_inverse_by_inversion(
-        [bij for step in steps for bij in step], x)
-  slots, step_variables = _slots(steps)
+  slots, sources = stacked.level_sources(steps, 'steps_inverse_by_inversion')
   first = steps[0]
   count = len(steps)
-  trainable = [j for j, v in enumerate(step_variables[0]) if v.trainable]
-
-  def params_at(stacked, k):
-    return [tf.gather(s, k) for s in stacked]
+  trainable = [j for j, source in enumerate(sources) if _trainable(source)]
 
   @tf.custom_gradient
-  def block(x):
+  def block(x, *values):
+    dtype = x.dtype  # the model's: the cotangents' and the outputs'
     with _stop_recording():
-      stacked = _stack(step_variables)
 
       def body(k, x, ldj):
-        with _substituted(first, slots, params_at(stacked, k)):
+        with stacked.substituted(first, slots,
+                                 [tf.gather(v, k) for v in values]):
           for bij in first:
             x, l = bij.inverse_and_log_det(x)
             ldj += l
         _check_no_variable_read('forward pass')
         return k + 1, x, ldj
 
-      ldj0 = tf.zeros(tf.shape(x)[:-3], x.dtype)
+      ldj0 = tf.zeros(tf.shape(x)[:-3], STREAM_DTYPE)
       _, y, ldj = tf.while_loop(
-          lambda k, *_: k < count, body, (tf.constant(0), x, ldj0),
+          lambda k, *_: k < count, body, (tf.constant(0), _widen(x), ldj0),
           parallel_iterations=1, maximum_iterations=count)
 
     def grad_fn(dy, dldj, variables=None):
-      # Only `y` (and the variables) are captured: never an activation.
+      # Only `y` and the parameters are captured: never an activation.
+      if variables:  # eagerly: a variable read that no slice stood for
+        _refuse('forward pass', len(variables),
+                sorted(v.name for v in variables))
       if dy is None:
-        dy = tf.zeros_like(y)
+        dy = tf.zeros(tf.shape(y), dtype)
       if dldj is None:
-        dldj = tf.zeros_like(ldj)
-      watched = {}
-      stacked = _stack(step_variables, watched)
-      arrays = [tf.TensorArray(stacked[j].dtype, size=count,
-                               element_shape=stacked[j].shape[1:])
+        dldj = tf.zeros(tf.shape(ldj), dtype)
+      arrays = [tf.TensorArray(values[j].dtype, size=count,
+                               element_shape=values[j].shape[1:])
                 for j in trainable]
 
       def body(k, out, d, arrays):
-        params = params_at(stacked, k)
+        params = [tf.gather(v, k) for v in values]
         watch = [params[j] for j in trainable]
         grads = {}
-        with _substituted(first, slots, params):
+        with stacked.substituted(first, slots, params):
           for bij in reversed(first):
             out, d, own = bij.rebuild_and_backprop(out, d, dldj, watch=watch)
             for ref, g in own.items():
@@ -317,40 +264,36 @@ def steps_inverse_by_inversion(steps, x):
       _, _, dx, arrays = tf.while_loop(
           lambda k, *_: k >= 0, body, (tf.constant(count - 1), y, dy, arrays),
           parallel_iterations=1, maximum_iterations=count)
-      # One Unpack per slot (not K slices): the graph stays flat in K.
-      per_slot = {j: tf.unstack(a.stack(), num=count)
-                  for j, a in zip(trainable, arrays)}
-      out = []
-      for v in variables or []:
-        where = watched.get(v.ref())
-        out.append(None if where is None else per_slot[where[1]][where[0]])
-      return dx, out
+      grads = [None] * len(values)
+      for j, a in zip(trainable, arrays):
+        grads[j] = a.stack()
+      return [dx] + grads
 
-    return (y, ldj), grad_fn
+    return (tf.cast(y, dtype), tf.cast(ldj, dtype)), grad_fn
 
-  return block(tf.convert_to_tensor(x))
+  return block(tf.convert_to_tensor(x), *stacked.read_sources(sources))
 
 
 def reconstruction_errors(components, x):
   """How well inversion rebuilds each component's input, from the end.
 
-  Runs `components` on `x` (data -> latent), then rebuilds backwards from the
-  final output exactly as the backward pass of `chain_inverse_by_inversion`
-  does. Returns a float64 numpy array, one entry per component in data ->
-  latent order: the max-abs difference between that component's true input
-  and its rebuilt input, divided by the max-abs of the true input (relative).
-  Runs eagerly (a diagnostic, not a training op).
+  Runs `components` on `x` (data -> latent) in the stream's dtype, then
+  rebuilds backwards from the final output exactly as the backward pass of
+  `chain_inverse_by_inversion` does. Returns a float64 numpy array, one entry
+  per component in data -> latent order: the max-abs difference between that
+  component's input in the forward pass and its rebuilt input, divided by the
+  max-abs of the former (relative). Runs eagerly (a diagnostic, not a
+  training op).
   """
   inputs = []
-  out = tf.convert_to_tensor(x)
+  out = _widen(x)
   for bij in components:
     inputs.append(out)
     out = bij.inverse_and_log_det(out)[0]
   errors = []
   for bij, true_input in zip(reversed(components), reversed(inputs)):
     out = bij.forward_and_log_det(out)[0]
-    diff = np.max(np.abs(out.numpy().astype(np.float64)
-                         - true_input.numpy().astype(np.float64)))
-    scale = np.max(np.abs(true_input.numpy().astype(np.float64)))
+    diff = np.max(np.abs(out.numpy() - true_input.numpy()))
+    scale = np.max(np.abs(true_input.numpy()))
     errors.append(diff / max(scale, np.finfo(np.float64).tiny))
   return np.array(errors[::-1])

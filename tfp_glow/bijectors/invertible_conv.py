@@ -108,18 +108,26 @@ class InvertibleConv1x1(base.GlowBijector):
   def lu(self):
     return self._lu
 
-  def weight_and_log_det(self, inverse_weight=False):
-    """Returns (W or W^-1, log|det W|) in the bijector's dtype."""
+  def weight_and_log_det(self, inverse_weight=False, dtype=None):
+    """Returns (W or W^-1, log|det W|) in `dtype` (default: the bijector's).
+
+    `W^-1` always comes from float64 (triangular solves of the LU factors,
+    or `inv` of `W`), cast. A `dtype` wider than the variables' (the float64
+    stream of `backprop='invert'`) computes `W` in it too, from the same
+    values, so that `W` and `W^-1` are inverses to that dtype's precision.
+    """
+    dtype = self.dtype if dtype is None else tf.as_dtype(dtype)
     if self._lu:
       c = self.channels
-      eye = tf.eye(c, dtype=self.dtype)
-      l = self.lower * tf.constant(self._lower_mask, self.dtype) + eye
-      u = (self.upper * tf.constant(self._upper_mask, self.dtype)
-           + tf.linalg.diag(tf.cast(self.sign_s, self.dtype)
-                            * tf.exp(self.log_s)))
-      log_det = tf.reduce_sum(self.log_s)
+      eye = tf.eye(c, dtype=dtype)
+      l = tf.cast(self.lower, dtype) * tf.constant(self._lower_mask,
+                                                   dtype) + eye
+      log_s = tf.cast(self.log_s, dtype)
+      u = (tf.cast(self.upper, dtype) * tf.constant(self._upper_mask, dtype)
+           + tf.linalg.diag(tf.cast(self.sign_s, dtype) * tf.exp(log_s)))
+      log_det = tf.reduce_sum(log_s)
       if not inverse_weight:
-        return tf.matmul(tf.cast(self.permutation, self.dtype),
+        return tf.matmul(tf.cast(self.permutation, dtype),
                          tf.matmul(l, u)), log_det
       # W^-1 = U^-1 L^-1 P^T, from triangular solves in float64.
       l64, u64 = tf.cast(l, tf.float64), tf.cast(u, tf.float64)
@@ -128,19 +136,22 @@ class InvertibleConv1x1(base.GlowBijector):
       u_inv = tf.linalg.triangular_solve(u64, eye64, lower=False)
       w_inv = tf.matmul(u_inv, tf.matmul(l_inv, self.permutation,
                                          transpose_b=True))
-      return tf.cast(w_inv, self.dtype), log_det
+      return tf.cast(w_inv, dtype), log_det
     w64 = tf.cast(self.weight, tf.float64)
     r = tf.linalg.qr(w64, full_matrices=False).r
     log_det = tf.cast(tf.reduce_sum(tf.math.log(tf.abs(tf.linalg.diag_part(r)))),
-                      self.dtype)
+                      dtype)
     if not inverse_weight:
-      return tf.convert_to_tensor(self.weight), log_det
-    return tf.cast(tf.linalg.inv(w64), self.dtype), log_det
+      return tf.cast(self.weight, dtype), log_det
+    return tf.cast(tf.linalg.inv(w64), dtype), log_det
 
   def _transform(self, x, inverse, **kwargs):
     del kwargs
     x = self._check_input(x)
-    matrix, log_det = self.weight_and_log_det(inverse_weight=not inverse)
+    # In the input's dtype: the variables' own, or the wider stream of
+    # `backprop='invert'`.
+    matrix, log_det = self.weight_and_log_det(inverse_weight=not inverse,
+                                              dtype=x.dtype)
     shape = tf.shape(x)
     ldj = tf.fill(shape[:-3], tf.cast(shape[-3] * shape[-2], x.dtype) * log_det)
     y = _channel_matmul(x, matrix)

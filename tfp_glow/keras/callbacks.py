@@ -54,7 +54,8 @@ from tfp_glow.keras import distribute
 __all__ = ['Checkpoint', 'Backup', 'History', 'TimeLimit', 'TimeBudget',
            'SwapEMAWeights', 'resume_epoch',
            'all_finite',
-           'save_weights', 'write_json', 'read_info', 'WEIGHTS_SUFFIX']
+           'save_weights', 'load_weights', 'write_json', 'read_info',
+           'WEIGHTS_SUFFIX']
 
 WEIGHTS_SUFFIX = '.weights.h5'
 _INFO_ATTR = 'tfp_glow_info'
@@ -139,6 +140,28 @@ def save_weights(model, path, info=None):
         f.attrs[_INFO_ATTR] = json.dumps(info, sort_keys=True)
 
   _replace_atomically(path, write, suffix=WEIGHTS_SUFFIX)
+
+
+def load_weights(model, path):
+  """`model.load_weights(path)`, with an error that says what to do when
+  the file does not fit the model.
+
+  The usual cause: a checkpoint written before tfp_glow kept a level's K
+  steps in `[K, ...]` variables (tfp_glow.bijectors.stacked) holds one
+  variable per step and parameter, which the current model does not have;
+  such a file cannot be loaded (retrain, or read it with the tfp_glow that
+  wrote it). A different architecture gives the same mismatch.
+  """
+  try:
+    model.load_weights(path)
+  except ValueError as e:
+    raise ValueError(
+        f'{path} does not fit this model\'s variables. A checkpoint written '
+        'before tfp_glow stored each level\'s steps in [K, ...] variables '
+        '(one variable per step and parameter) cannot be loaded into the '
+        'current model: train again, or use the tfp_glow version that wrote '
+        'it. (Otherwise the model was built with another architecture than '
+        f'the one that was saved.) Keras said: {e}') from e
 
 
 def read_info(path):
@@ -285,7 +308,7 @@ class Backup(keras.callbacks.Callback):
       # The optimizer's variables must exist for load_weights to fill them.
       with self.model.distribute_strategy.scope():
         optimizer.build(self.model.trainable_variables)
-    self.model.load_weights(self.state_path)
+    load_weights(self.model, self.state_path)
 
   def on_epoch_begin(self, epoch, logs=None):
     if self._first_epoch is None:

@@ -63,6 +63,15 @@ input and of the gradient of the mean bits/dim under 'invert' against
 
   python bin/benchmark.py --inversion_numerics=runs/digits
 
+Gradient accuracy of backprop by inversion (`--gradient_accuracy`): float32
+gradients under 'store' and 'invert' against a float64 'store' twin with the
+same weights, for every permutation x coupling (`--accuracy_permutations`,
+`--accuracy_couplings`), on perturbed and briefly trained weights, eager,
+graph and XLA (`--accuracy_modes`); a small Glow (8x8x3, L=2, K=4, width 16,
+six images), see `tfp_glow.benchmark.inversion.accuracy_table`:
+
+  python bin/benchmark.py --gradient_accuracy --markdown_out=/tmp/accuracy.md
+
 Memory table (`--memory_table`, the memory-saving backprop of
 `glow_distribution(..., backprop='invert')`): for each K of
 `--memory_table_steps`, the peak RSS (and on a GPU the device's peak memory)
@@ -185,6 +194,20 @@ flags.DEFINE_string('inversion_numerics', None, 'Only the numerics of '
                     'float64 and float32).')
 flags.DEFINE_integer('numerics_batch', 64, 'Test images for '
                      '--inversion_numerics.')
+flags.DEFINE_bool('gradient_accuracy', False, "Only the float32 gradients "
+                  "of 'store' and 'invert' against a float64 twin "
+                  '(perturbed and briefly trained weights).')
+flags.DEFINE_list('accuracy_permutations',
+                  ['reverse', 'shuffle', 'conv', 'conv_lu'],
+                  'Permutations of --gradient_accuracy.')
+flags.DEFINE_list('accuracy_couplings', ['affine', 'additive'],
+                  'Couplings of --gradient_accuracy.')
+flags.DEFINE_list('accuracy_weights', ['perturbed', 'trained'],
+                  "Weights of --gradient_accuracy: 'init', 'perturbed' "
+                  "(N(0, 0.05^2) on every variable), 'trained' (40 Adam steps "
+                  'at learning rate 1e-2 on the six images).')
+flags.DEFINE_list('accuracy_modes', ['eager', 'graph', 'xla'],
+                  'Execution modes of --gradient_accuracy.')
 # Internal: the RSS child process.
 flags.DEFINE_string('rss_child', None, 'Internal: measure the training '
                     "step's peak RSS of this library and exit.")
@@ -396,6 +419,17 @@ def main(argv):
     results = _inversion_numerics(FLAGS.inversion_numerics)
     return _finish(results, t_start, lambda r: inversion.render(
         r['numerics'], r['model_dir']))
+  if FLAGS.gradient_accuracy:
+    tf.get_logger().setLevel('ERROR')
+    rows = inversion.accuracy_table(
+        [p for p in FLAGS.accuracy_permutations if p],
+        [c for c in FLAGS.accuracy_couplings if c],
+        [w for w in FLAGS.accuracy_weights if w],
+        [m for m in FLAGS.accuracy_modes if m], log=print)
+    return _finish(dict(command=_command(), machine=report.machine_info(),
+                        architecture=inversion.ACCURACY_ARCHITECTURE,
+                        gradient_accuracy=rows), t_start,
+                   lambda r: inversion.render_accuracy(r['gradient_accuracy']))
   if FLAGS.memory_table:
     return _finish(_memory_table(cfg), t_start)
   options = _options()
