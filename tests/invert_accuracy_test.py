@@ -7,7 +7,8 @@ perturbed weights (N(0, 0.05^2) on every variable: the affine couplings'
 scales fall to ~1e-4, so a level's inverse amplifies an error in its output
 ~1e6-fold) and on briefly trained weights, eagerly, in a graph and under XLA.
 Before the float64 stream (tfp_glow/bijectors/invert.py), conv_lu x affine
-perturbed was 1e-3 to 3e-2 off against 'store''s 5e-7 (docs/BENCHMARKS.md).
+perturbed was 3.6e-5 to 3.4e-2 off (depending on the draw) against 'store''s
+~5e-7 (docs/BENCHMARKS.md).
 
 The default run keeps the hardest case (conv_lu x affine, perturbed) eagerly
 and in a graph; the whole table is in the slow set.
@@ -47,8 +48,9 @@ def _check(permutation, coupling, weights, modes):
 def test_conv_lu_affine_perturbed_eager_and_graph():
   """The issue's case: an ill-conditioned inverse (a coupling scale below
   1e-3), where rebuilding from a float32 output lost the input (before the
-  stream: 3.6e-5 against 'store''s 5.1e-7 here, 70x). The rebuild in the
-  float64 stream is exact to ~1e-10 on the same model."""
+  stream, this recipe with one variable per step: 3.6e-5 against 'store''s
+  5.1e-7, 70x). The rebuild in the float64 stream is exact to ~1e-10 on the
+  same model."""
   glows, info, x = _check('conv_lu', 'affine', 'perturbed', ('eager', 'graph'))
   assert info['min_coupling_scale'] < 1e-3, info
   errors = glows['invert'].reconstruction_errors(x)
