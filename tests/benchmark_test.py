@@ -230,3 +230,15 @@ def test_train_program_row(quick_run):
   assert row['epoch_work_s'] >= 0
   assert row['program_ms'] >= row['steps_ms']
   assert 'Training program (`GlowModel.fit`' in markdown
+
+
+def test_report_written_into_a_new_folder(tmp_path):
+  """--json_out / --markdown_out in a folder that does not exist yet: created,
+  not a FileNotFoundError after minutes of measuring (docs/BENCHMARKS.md's
+  memory-table command writes to runs/inv5/)."""
+  from tfp_glow.benchmark import report  # pylint: disable=g-import-not-at-top
+  json_out = tmp_path / 'a' / 'b' / 'r.json'
+  markdown_out = tmp_path / 'c' / 'r.md'
+  report.write({'x': 1}, '| t |', str(json_out), str(markdown_out))
+  assert json.loads(json_out.read_text()) == {'x': 1}
+  assert markdown_out.read_text() == '| t |\n'
