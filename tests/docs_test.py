@@ -52,7 +52,8 @@ SMALLER = {
                  ['--batch_size=4', '--modes=graph', '--repeats=1', '--warmup=0',
                   '--conv_repeats=1', '--program_epochs=2',
                   '--program_steps_per_epoch=2', '--memory_table_steps=1',
-                  '--backprops=store', '--numerics_batch=4'],
+                  '--backprops=store', '--numerics_batch=4',
+                  '--rss_libraries=tfp_glow'],
 }
 
 
