@@ -160,10 +160,13 @@ def test_conv2d_counts(quick_run):
   _, results, _ = quick_run
   models = results['models']
   ours = models['tfp_glow']['conv2d_log_prob']
-  # 3 convolutions per coupling network, 2 steps x 2 levels, 1 split prior.
-  assert ours == 3 * 2 * 2 + 1
+  # 2 Conv2D per coupling network (its 3x3 layers; the hidden 1x1 layer runs
+  # as a MatMul, tfp_glow/nn.py), 2 steps x 2 levels, 1 split prior.
+  assert ours == 2 * 2 * 2 + 1
   assert models['tfp_glow']['conv2d_sample'] == ours
-  assert models['tfb']['conv2d_log_prob'] == 2 * ours
+  # tfb.Glow: 3 Conv2D per network (1x1 as a convolution), each network run
+  # twice, and its split prior's.
+  assert models['tfb']['conv2d_log_prob'] == 2 * (3 * 2 * 2 + 1)
   # TFP 0.25 builds its networks with tf_keras, whose variables tf.Module
   # tracking sees: none is silently left out of training.
   assert models['tfb']['tracked_variables'] == models['tfb']['variables']
@@ -431,3 +434,15 @@ def test_torch_quick_benchmark(tmp_path):
                   r'[\d.]+x \| [\d.]+x \|', proc.stdout)
   assert row, proc.stdout[-3000:]
   assert '8x8x1 L=2 ms | vs tfp_glow | 16x16x1 L=3 ms' in proc.stdout
+
+
+def test_report_written_into_a_new_folder(tmp_path):
+  """--json_out / --markdown_out in a folder that does not exist yet: created,
+  not a FileNotFoundError after minutes of measuring (docs/BENCHMARKS.md's
+  memory-table command writes to runs/inv5/)."""
+  from tfp_glow.benchmark import report  # pylint: disable=g-import-not-at-top
+  json_out = tmp_path / 'a' / 'b' / 'r.json'
+  markdown_out = tmp_path / 'c' / 'r.md'
+  report.write({'x': 1}, '| t |', str(json_out), str(markdown_out))
+  assert json.loads(json_out.read_text()) == {'x': 1}
+  assert markdown_out.read_text() == '| t |\n'

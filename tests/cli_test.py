@@ -194,6 +194,17 @@ def test_stderr_is_given_back_without_tf_log_lines(capfd):
   assert capfd.readouterr().err == SAMPLE_TF_LINES[3] + '\n'
 
 
+def test_flag_errors_read_as_one_line():
+  from tfp_glow.programs import launch  # pylint: disable=g-import-not-at-top
+  one = 'flag --model_dir=None: Flag --model_dir must have a value other than None.'
+  two = one + '\nflag --export_dir=None: Flag --export_dir must have a value other than None.'
+  assert launch.error_line(one).startswith('Error: --model_dir is required')
+  assert launch.error_line(two) == 'Error: --model_dir and --export_dir are required.'
+  assert launch.error_line('--num must be >= 1,\n got 0.') == (
+      'Error: --num must be >= 1, got 0.')
+  assert launch.error_line(one + ' And more.').startswith('Error: flag --model_dir=None')
+
+
 def test_damaged_checkpoints_are_named(tmp_path):
   model_dir = str(tmp_path / 'model')
   make_model_dir(model_dir)

@@ -51,8 +51,9 @@ SMALLER = {
     'benchmark': ['--preset=quick', '--image_size=8', '--channels=1'] + TINY_FLOW +
                  ['--batch_size=4', '--modes=graph', '--repeats=1', '--warmup=0',
                   '--conv_repeats=1', '--program_epochs=2',
-                  '--program_steps_per_epoch=2', '--memory_table_steps=1,2',
-                  '--numerics_batch=4'],
+                  '--program_steps_per_epoch=2', '--memory_table_steps=1',
+                  '--backprops=store', '--numerics_batch=4',
+                  '--rss_libraries=tfp_glow'],
 }
 
 

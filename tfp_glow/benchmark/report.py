@@ -245,7 +245,11 @@ def machine_info():
 
 
 def write(results, table, json_out=None, markdown_out=None):
-  """Writes the results as JSON and the table as Markdown, where asked."""
+  """Writes the results as JSON and the table as Markdown, where asked; a
+  missing folder is created (a run of minutes must not end on a path)."""
+  for path in (json_out, markdown_out):
+    if path and os.path.dirname(path):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
   if json_out:
     with open(json_out, 'w') as f:
       json.dump(results, f, indent=1, default=str)
