@@ -1,18 +1,19 @@
 """The SavedModel export, fuzzed: every signature, drawn requests.
 
-Two tiny models are exported once for the module (an unconditional two-level
-one with a scoring reference, 17 bins; a class-conditional one-level one on
-non-square 2-channel images, 256 bins) and loaded with `tf.saved_model.load`. Each property draws
-requests for a family of signatures: shapes (empty batches, wrong ranks,
-heights, widths, channels), dtypes, NaN/Inf, out-of-range values, labels of
-every wrong kind, counts up to 2**31 - 1, temperatures from subnormal to
-Inf, any int64 seed. Every request must give either the right answer
-(checked against the in-memory model, which computes through the same
-`Glow.log_prob_parts` / `generate`, eagerly) or an error that names one of
-the problems the request has: an `InvalidArgumentError` from the graph, or
-a TypeError from the call when an argument is missing or unknown. Never a
-crash, a hang, or a number for a bad request.
-"""
+Two tiny one-level models are exported once for the module and loaded with
+`tf.saved_model.load`: an unconditional one with a scoring reference (17
+bins) and a class-conditional one on non-square 2-channel images (256 bins).
+(One level: writing a SavedModel costs about a third less than with two, and
+export_test.py serves two-level models.) Each property draws requests for a
+family of signatures: shapes (empty batches, wrong ranks, heights, widths,
+channels), dtypes, NaN/Inf, out-of-range values, labels of every wrong kind,
+counts up to 2**31 - 1, temperatures from subnormal to Inf, any int64 seed.
+Every request must give either the right answer (checked against the
+in-memory model, which computes through the same `Glow.log_prob_parts` /
+`generate`, eagerly) or an error that names one of the problems the request
+has: an `InvalidArgumentError` from the graph, or a TypeError from the call
+when an argument is missing or unknown. Never a crash, a hang, or a number
+for a bad request."""
 
 import collections
 
@@ -63,7 +64,7 @@ def served(tmp_path_factory):
   originals."""
   base = tmp_path_factory.mktemp('fuzz')
   out = {}
-  uncond = _tiny_model((4, 4, 1), 2, None, seed=1)
+  uncond = _tiny_model((4, 4, 1), 1, None, seed=1)
   model = tfp_glow.GlowModel(uncond, n_bins=17)
   images = np.random.default_rng(0).uniform(-0.5, 0.5, (8, 4, 4, 1))
   reference = scoring.fit_reference(model, images.astype(np.float32))
@@ -72,8 +73,6 @@ def served(tmp_path_factory):
   out['uncond'] = Served('uncond', model.glow,
                          tf.saved_model.load(path).signatures, (4, 4, 1), 17,
                          None, reference, MAX_COUNT)
-  # One level (no split) for the second model: writing a SavedModel costs
-  # about a third less than with two.
   cond = _tiny_model((4, 8, 2), 1, 3, seed=2)
   path = export.save(cond, str(base / 'cond'), n_bins=256, max_count=MAX_COUNT)
   out['cond'] = Served('cond', tfp_glow.get_glow(cond),
