@@ -93,10 +93,16 @@ HEAVY_CHECKS = [(check, case) for case in HEAVY
 
 # XLA compiles of whole Glows take tens of seconds each: all three with the
 # slow tests. The default run compiles a drawn Glow's log_prob and sample
-# instead (properties_glow_test.py::test_eager_graph_and_xla_agree).
+# instead (properties_glow_test.py::test_eager_graph_and_xla_agree). Of the
+# five SavedModel round trips, three stay in the default run (affine and
+# additive, conv and LU, both dtypes); the shuffle/classes and quarter-split/
+# reverse ones, whose components' own SavedModel checks run by default in
+# bijectors_test.py, run with the slow tests.
 HEAVY_SLOW = (('compiled', 'affine_conv_f32'),
               ('compiled', 'additive_conv_lu_f64'),
-              ('compiled', 'shuffle_learn_top_classes_f32'))
+              ('compiled', 'shuffle_learn_top_classes_f32'),
+              ('saved_model', 'shuffle_learn_top_classes_f32'),
+              ('saved_model', 'split_quarter_reverse_f64'))
 
 
 @pytest.mark.parametrize('check, case', [

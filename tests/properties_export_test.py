@@ -1,18 +1,19 @@
 """The SavedModel export, fuzzed: every signature, drawn requests.
 
-Two tiny models are exported once for the module (an unconditional two-level
-one with a scoring reference, 17 bins; a class-conditional one-level one on
-non-square 2-channel images, 256 bins) and loaded with `tf.saved_model.load`. Each property draws
-requests for a family of signatures: shapes (empty batches, wrong ranks,
-heights, widths, channels), dtypes, NaN/Inf, out-of-range values, labels of
-every wrong kind, counts up to 2**31 - 1, temperatures from subnormal to
-Inf, any int64 seed. Every request must give either the right answer
-(checked against the in-memory model, which computes through the same
-`Glow.log_prob_parts` / `generate`, eagerly) or an error that names one of
-the problems the request has: an `InvalidArgumentError` from the graph, or
-a TypeError from the call when an argument is missing or unknown. Never a
-crash, a hang, or a number for a bad request.
-"""
+Two tiny one-level models are exported once for the module and loaded with
+`tf.saved_model.load`: an unconditional one with a scoring reference (17
+bins) and a class-conditional one on non-square 2-channel images (256 bins).
+(One level: writing a SavedModel costs about a third less than with two, and
+export_test.py serves two-level models.) Each property draws requests for a
+family of signatures: shapes (empty batches, wrong ranks, heights, widths,
+channels), dtypes, NaN/Inf, out-of-range values, labels of every wrong kind,
+counts up to 2**31 - 1, temperatures from subnormal to Inf, any int64 seed.
+Every request must give either the right answer (checked against the
+in-memory model, which computes through the same `Glow.log_prob_parts` /
+`generate`, eagerly) or an error that names one of the problems the request
+has: an `InvalidArgumentError` from the graph, or a TypeError from the call
+when an argument is missing or unknown. Never a crash, a hang, or a number
+for a bad request."""
 
 import collections
 
@@ -63,7 +64,7 @@ def served(tmp_path_factory):
   originals."""
   base = tmp_path_factory.mktemp('fuzz')
   out = {}
-  uncond = _tiny_model((4, 4, 1), 2, None, seed=1)
+  uncond = _tiny_model((4, 4, 1), 1, None, seed=1)
   model = tfp_glow.GlowModel(uncond, n_bins=17)
   images = np.random.default_rng(0).uniform(-0.5, 0.5, (8, 4, 4, 1))
   reference = scoring.fit_reference(model, images.astype(np.float32))
@@ -72,8 +73,6 @@ def served(tmp_path_factory):
   out['uncond'] = Served('uncond', model.glow,
                          tf.saved_model.load(path).signatures, (4, 4, 1), 17,
                          None, reference, MAX_COUNT)
-  # One level (no split) for the second model: writing a SavedModel costs
-  # about a third less than with two.
   cond = _tiny_model((4, 8, 2), 1, 3, seed=2)
   path = export.save(cond, str(base / 'cond'), n_bins=256, max_count=MAX_COUNT)
   out['cond'] = Served('cond', tfp_glow.get_glow(cond),
@@ -177,7 +176,7 @@ def image_requests(draw):
                                                tf.int32, tf.uint8,
                                                tf.float32])),
       corruption=draw(st.sampled_from(
-          [None] * 4 + ['nan', 'inf', '-inf', 'high', 'low'])),
+          [None] * 4 + ['nan', 'inf', '-inf', 'high', 'low', 'unit_range'])),
       magnitude=draw(st.sampled_from([1e-6, 1e-3, 0.5, 1.0, 1e3, 1e30])),
       labels=draw(st.sampled_from(LABEL_MODES)),
       seed=draw(st.integers(0, 2**31 - 1)))
@@ -214,24 +213,32 @@ def _image_request(served, r):
   else:
     values = rng.uniform(-0.5, 0.5, shape)
   corruption = r['corruption']
-  if values.size and corruption is not None:
+  if corruption == 'unit_range' and not u8:
+    values = values + 0.5   # [0, 1] images: a common client mistake
+  elif values.size and corruption is not None:
     flat = values.reshape(-1)
     i = rng.integers(flat.size)
     if u8:
       if corruption == 'high' and served.n_bins < 256:
         flat[i] = rng.integers(served.n_bins, 256)
-        problems.add('pixel values out of range')
     elif corruption in ('nan', 'inf', '-inf'):
       flat[i] = float(corruption)
-      problems.add('NaN or Inf')
-    else:
+    elif corruption in ('high', 'low'):
       flat[i] = (0.5 + r['magnitude']) * (1 if corruption == 'high' else -1)
-      problems.add('pixel values out of range')
   if dtype.is_integer:
     # NaN and Inf have no integer form; the dtype is the problem named.
     values = np.nan_to_num(values, posinf=0.0, neginf=0.0)
-    problems.discard('NaN or Inf')
-  images = tf.constant(values.astype(dtype.as_numpy_dtype), dtype)
+  # The value problems, read off the values the signature receives.
+  sent = values.astype(dtype.as_numpy_dtype)
+  if u8 and np.any(sent >= served.n_bins):
+    problems.add('pixel values out of range')
+  if not u8 and dtype.is_floating:
+    finite = np.isfinite(sent)
+    if not np.all(finite):
+      problems.add('NaN or Inf')
+    if np.any(np.abs(sent[finite]) > 0.5):
+      problems.add('pixel values out of range')
+  images = tf.constant(sent, dtype)
   labels, label_problems = _labels(r['labels'], r['batch'], served.num_classes,
                                    rng)
   problems |= label_problems
@@ -250,10 +257,12 @@ def _expected_scores(served, x, labels):
   return log_prob, bpd, parts.eps.numpy()
 
 
-@properties(default=24, slow=400, request=image_requests(), examples=[
+@properties(default=60, slow=600, request=image_requests(), examples=[
     # Found by this property: images of rank 0 failed with 'slice index 4
     # of dimension 0 out of bounds' (the shape check's padding was one short).
     _image_example(shape_error='rank', rank=0),
+    # Pinned: float images in [0, 1] instead of [-0.5, 0.5].
+    _image_example(corruption='unit_range'),
     # Found by this property: images [N, H, W] (no channel axis) were
     # refused as a 'wrong channel count' (the rank check took the missing
     # axis for a pad) instead of a wrong shape.
@@ -329,7 +338,7 @@ def decode_requests(draw):
       seed=draw(st.integers(0, 2**31 - 1)))
 
 
-@properties(default=10, slow=250, request=decode_requests(), examples=[
+@properties(default=30, slow=300, request=decode_requests(), examples=[
     # Found by this property (as for the image signatures): rank-2 labels.
     _decode_example(model='cond', batch=0, labels='rank2'),
 ])
@@ -410,7 +419,7 @@ def sample_requests(draw):
       label_seed=draw(st.integers(0, 2**31 - 1)))
 
 
-@properties(default=14, slow=300, request=sample_requests(), examples=[
+@properties(default=40, slow=400, request=sample_requests(), examples=[
     # Found by this property: rank-0 labels failed with 'Invalid reduction
     # dimension' (the range checks ran before the shape check).
     _sample_example(model='cond', count=0, labels='rank0'),
