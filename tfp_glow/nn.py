@@ -147,8 +147,8 @@ class GlowNetwork(tf.Module):
     three elementwise passes over the activations (and their gradients)."""
     low = self.compute_dtype or x.dtype
     h = tf.cast(x, low)
-    # Glow never hands a network an empty batch (it pads one), so the plain
-    # tf.nn.conv2d is safe here and keeps the pattern the fusion looks for.
+    # A coupling never hands its network an empty batch (it pads one), so the
+    # plain tf.nn.conv2d is safe here and keeps the pattern the fusion looks for.
     scale = tf.exp(self.actnorm1.log_scale)
     h = tf.nn.conv2d(h, tf.cast(self.kernel1 * scale, low), 1, 'SAME')
     h = tf.nn.relu(tf.nn.bias_add(h, tf.cast(self.actnorm1.bias * scale, low)))

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_glow import nn
+from tfp_glow import ops
 from tfp_glow.bijectors import base
 
 __all__ = ['AffineCoupling', 'AdditiveCoupling']
@@ -48,7 +49,10 @@ class _Coupling(base.GlowBijector):
     sees the same `x_a`, rounded the same way: the same `h`.)
     """
     flat, batch_shape = base.flatten_batch(tf.cast(xa, self.dtype))
-    h = self.network(flat)
+    # An empty batch runs on one zero row (sliced away below): TensorFlow's CPU
+    # Conv2D gets an empty batch's shape wrong, in any network.
+    flat, n = ops.pad_empty_batch(flat)
+    h = self.network(flat)[:n]
     if h.shape.rank is not None and h.shape[-1] is not None and (
         h.shape[-1] != self._net_out_channels):
       raise ValueError(
