@@ -292,3 +292,17 @@ def test_paired_differences_pair_seeds_and_order_options():
   p = pairs[('conv-affine', 'conv-affine-identity')]
   assert p['option'] == 'actnorm_init' and p['seeds'] == [0]
   np.testing.assert_allclose(p['test_at_best_val'][1], [0.5])
+
+
+def test_default_out_dir_is_under_runs(tmp_path):
+  """Without --out_dir the grid goes to runs/ablation_<dataset> under the
+  working directory, like every program's default, never under a folder
+  named tfp_glow (which would hide the package; issue 21)."""
+  proc = subprocess.run(
+      [sys.executable, str(SCRIPT), '--report_only', '--dataset=photos'],
+      capture_output=True, text=True, env=_env(), cwd=str(tmp_path),
+      timeout=300)
+  out = proc.stdout + proc.stderr
+  assert proc.returncode != 0, out
+  assert f'{os.path.join("runs", "ablation_photos")} holds no runs' in out, out
+  assert not (tmp_path / 'tfp_glow').exists()

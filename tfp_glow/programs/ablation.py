@@ -20,7 +20,7 @@ conv-affine-identity.
 
 Usage:
 
-  python bin/ablation.py --out_dir=/tmp/tfp_glow/ablation
+  python bin/ablation.py                  # into runs/ablation_digits
   python bin/ablation.py --configs=shuffle-affine,conv-affine --seeds=2 \
       --steps=1000 --out_dir=/tmp/ablation_small
   python bin/ablation.py --parallel=2 --out_dir=...   # 2 runs at a time
@@ -44,6 +44,7 @@ from absl import app
 from absl import flags
 
 from tfp_glow import ablation
+from tfp_glow import run_dir
 from tfp_glow.programs import launch
 
 _DEFAULTS = ablation.Settings()
@@ -67,7 +68,7 @@ flags.DEFINE_integer('eval_every', _DEFAULTS.eval_every,
                      'Evaluate validation and test bits/dim every this many '
                      'steps (and at step 0).')
 flags.DEFINE_string('out_dir', None, 'Where the runs, results, plots and '
-                    'summary go (default /tmp/tfp_glow/ablation_<dataset>).')
+                    'summary go (default runs/ablation_<dataset>).')
 flags.DEFINE_integer('parallel', 1, 'Runs at the same time, each in its own '
                      'process with --threads/N TensorFlow threads; 1 runs '
                      'them one after another in this process.')
@@ -136,9 +137,10 @@ def _settings():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  out_dir = FLAGS.out_dir or os.path.join(
-      '/tmp/tfp_glow', 'ablation_' + ''.join(
-          c if c.isalnum() or c in '-_.' else '_' for c in FLAGS.dataset))
+  # Under runs/ like every program's default, never under a folder named
+  # tfp_glow, which would hide the package (see tfp_glow/run_dir.py).
+  out_dir = FLAGS.out_dir or run_dir.default_model_dir(
+      'ablation_' + FLAGS.dataset)
   if FLAGS.report_only:
     if not os.path.isdir(os.path.join(out_dir, 'runs')):
       raise app.UsageError(f'--report_only: {out_dir} holds no runs.')
