@@ -140,15 +140,11 @@ _INVERTIBLE_KINDS = tuple(k for k in strategies.COMPONENT_KINDS
             spec=components(kinds=_INVERTIBLE_KINDS))
 def test_invert_gradients_equal_store(spec):
   """Backprop by inversion gives ordinary autodiff's gradients
-  (`harness.check_invert_gradients`: float64 to 1e-10, float32 to 1e-4).
-
-  The LU 1x1 convolution runs in float64 only: its float32 rebuild is
-  known to be ~1e-3 off on weights away from init (a fix of
-  invertible_conv.py is under way separately); its float32 case returns
-  when that lands.
+  (`harness.check_invert_gradients`: float64 to 1e-10, float32 to 1e-4),
+  the LU 1x1 convolution's float32 rebuild included (issue 20's float64
+  stream; before it, ~1e-3 off on weights away from init).
   """
-  dtype = tf.float64 if spec.kind == 'conv1x1_lu' else spec.tf_dtype
-  harness.check_invert_gradients(spec.factory, spec.config(dtype=dtype),
+  harness.check_invert_gradients(spec.factory, spec.config(),
                                  modes=('eager',))
 
 

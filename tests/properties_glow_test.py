@@ -139,16 +139,12 @@ def test_mean_nll_gradients_finite_at_any_batch_shape(spec, batch_shape):
 def test_invert_gradients_equal_store(spec, graph):
   """`backprop='invert'` gives 'store''s gradients for the images and every
   variable (`harness.check_invert_gradients`, eagerly or in a graph where
-  each level's steps run as a loop): float64 to 1e-10, float32 to 1e-4.
-
-  The LU 1x1 convolution is checked in float64 only: in float32 its rebuilt
-  inputs are known to be ~1e-3 off on weights away from init (a fix of
-  invertible_conv.py is under way separately); its float32 case returns
-  when that lands.
+  each level's steps run as a loop): float64 to 1e-10, float32 to 1e-4,
+  the LU 1x1 convolution in float32 included (issue 20's float64 stream;
+  before it, its rebuilt inputs were ~1e-3 off on weights away from init).
   """
-  dtype = tf.float64 if spec.permutation == 'conv_lu' else spec.tf_dtype
   harness.check_invert_gradients(
-      spec.factory(backprop='store'), spec.config(dtype=dtype),
+      spec.factory(backprop='store'), spec.config(),
       spec.factory(backprop='invert'),
       modes=('graph',) if graph else ('eager',))
 
