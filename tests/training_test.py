@@ -452,10 +452,31 @@ def test_choose_jit_compile_several_replicas_keeps_xla_off():
   assert model.jit_compile is False and model.train_function is None
 
 
-def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode():
+def test_auto_jit_on_a_cpu_is_graph_mode_unmeasured(monkeypatch, capsys):
+  """No GPU or TPU: `auto` trains and evaluates in graph mode, compiles
+  nothing in XLA, and says so; TFP_GLOW_JIT_AUTO=measure measures."""
+  if tf.config.list_logical_devices('GPU'):
+    pytest.skip('a GPU is visible: auto measures')
+  monkeypatch.delenv(jit.MEASURE_ENV, raising=False)
+  assert jit.cpu_only()
+  model, _ = tiny_model(seed=0, init_batch_size=64)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  model.fit(digits(batch_size=32), epochs=1, steps_per_epoch=2, verbose=2)
+  choice = model.jit_choice
+  assert (choice.train, choice.evaluate, choice.how) == (False, False, 'cpu')
+  assert choice.train_ms == {} and choice.compile_s == {}
+  assert model.jit_compile is False
+  assert 'jit_compile=auto on a CPU: graph mode' in capsys.readouterr().out
+  monkeypatch.setenv(jit.MEASURE_ENV, 'measure')
+  assert not jit.cpu_only()
+
+
+def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode(monkeypatch):
   """`jit_compile='auto'` measures (timed steps on the first batches of the
-  real, reshuffling pipeline), then trains: the weights and optimizer state
-  after N steps are those of N steps in the chosen mode alone."""
+  real, reshuffling pipeline; on a CPU when asked to), then trains: the
+  weights and optimizer state after N steps are those of N steps in the
+  chosen mode alone."""
+  monkeypatch.setenv(jit.MEASURE_ENV, 'measure')
 
   def fit(jit_compile):
     keras.utils.set_random_seed(0)

@@ -22,7 +22,19 @@ compiled functions of the chosen modes are kept as `model.train_function` /
 Under a strategy with several replicas (except a TPU) nothing is measured:
 XLA does not compile Keras's cross-replica step there (`GlowModel.fit` turns
 it off), so both choices are graph mode.
+
+On a machine with no GPU or TPU, `auto` is graph mode for both steps without
+measuring (`cpu_choice`; `TFP_GLOW_JIT_AUTO=measure` measures there too). On
+the project's CPU graph mode won the training step at every image size but the
+8x8 digits (where the two are within the noise), and measuring costs more than
+it can gain there (docs/BENCHMARKS.md, issue 19): once an XLA training step has
+run in a process, later graph-mode steps ran 25-40% slower in 3 of 4 trials
+(with lower CPU use, so not spinning threads), which is how `auto` trained at
+295 ms/step against `--jit_compile=false`'s 222; and XLA's evaluation step is
+compiled again for each validation batch shape.
 """
+
+import os
 
 import dataclasses
 import statistics
@@ -31,7 +43,11 @@ import time
 import tensorflow as tf
 
 __all__ = ['AUTO', 'MODES', 'JitChoice', 'parse_jit_compile',
-           'choose_jit_compile', 'forced', 'several_replicas']
+           'choose_jit_compile', 'forced', 'several_replicas', 'cpu_only',
+           'cpu_choice', 'MEASURE_ENV']
+
+# Set to 'measure' to time both modes on a machine without GPU or TPU too.
+MEASURE_ENV = 'TFP_GLOW_JIT_AUTO'
 
 AUTO = 'auto'
 MODES = ('graph', 'xla')  # jit_compile False, True
@@ -69,8 +85,9 @@ class JitChoice:
   Attributes:
     train: the training step's `jit_compile` (True: XLA).
     evaluate: the evaluation step's `jit_compile`.
-    how: 'measured', 'forced' (an explicit True/False) or 'replicas' (several
-      replicas: XLA off without measuring).
+    how: 'measured', 'forced' (an explicit True/False), 'replicas' (several
+      replicas: XLA off without measuring) or 'cpu' (no GPU or TPU: graph
+      mode without measuring).
     train_ms / evaluate_ms: mode ('graph', 'xla') -> median ms per step of the
       timed steps (measured only).
     compile_s: '<function> <mode>' -> seconds of the first, untimed call
@@ -108,6 +125,11 @@ class JitChoice:
     if self.how == 'forced':
       return (f'jit_compile={self.train} (forced): training and evaluation '
               f'in {MODES[int(self.train)]} mode.')
+    if self.how == 'cpu':
+      return ('jit_compile=auto on a CPU: graph mode for training and '
+              'evaluation, not measured (faster on CPUs, and an XLA training '
+              'step slows later graph-mode steps in the same process: '
+              f'docs/BENCHMARKS.md; {MEASURE_ENV}=measure times both).')
     if self.how == 'replicas':
       return ('jit_compile=auto: several replicas, XLA off (Keras cannot '
               'XLA-compile the cross-replica step): graph mode.')
@@ -126,6 +148,25 @@ def several_replicas(strategy):
   """True where Keras cannot XLA-compile the step: several replicas, no TPU."""
   return (strategy.num_replicas_in_sync > 1
           and not isinstance(strategy, tf.distribute.TPUStrategy))
+
+
+def cpu_only():
+  """True when `auto` should not measure: no GPU or TPU is visible and
+  TFP_GLOW_JIT_AUTO is not 'measure'."""
+  if os.environ.get(MEASURE_ENV, '').strip().lower() == 'measure':
+    return False
+  return not (tf.config.list_logical_devices('GPU') or
+              tf.config.list_logical_devices('TPU'))
+
+
+def cpu_choice(model, log=None):
+  """`auto` on a CPU: graph mode for both steps, nothing compiled in XLA
+  (see the module docstring). Returns the `JitChoice`."""
+  choice = JitChoice(train=False, evaluate=False, how='cpu')
+  _install(model, choice, None, None)
+  if log:
+    log(choice.describe())
+  return choice
 
 
 def _timing_dataset(batches):

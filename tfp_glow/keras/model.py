@@ -51,7 +51,10 @@ class GlowModel(keras.Model):
     (`tfp_glow.keras.jit.choose_jit_compile`; the weights and optimizer state
     are restored afterwards, so the choice does not change what is trained),
     and the faster of each is kept; `jit_choice` holds the decision and the
-    figures, printed unless `fit(verbose=0)`. With a dataset, those batches come from the same pass over `x`
+    figures, printed unless `fit(verbose=0)`. On a machine with no GPU or
+    TPU it is graph mode for both, unmeasured (`jit.cpu_choice`: graph mode
+    wins there, and an XLA training step slows the graph-mode steps after it;
+    `TFP_GLOW_JIT_AUTO=measure` measures anyway). With a dataset, those batches come from the same pass over `x`
     as the init's images (no extra pass, so the data order of a seeded
     pipeline is unchanged). `jit_compile=True` / `False` force a mode;
     `evaluate` / `predict` before any `fit` follow Keras's own 'auto' (XLA
@@ -344,6 +347,13 @@ class GlowModel(keras.Model):
     measure = self._jit_auto and self.jit_choice is None and x is not None
     if measure and jit_lib.several_replicas(strategy):
       self.choose_jit_compile([])  # nothing to time: XLA is off
+      measure = False
+    if measure and jit_lib.cpu_only():
+      # Graph mode, unmeasured: see tfp_glow/keras/jit.py.
+      self.jit_choice = jit_lib.cpu_choice(
+          self, log=None if kwargs.get('verbose', 'auto') == 0 else
+          functools.partial(print, flush=True))
+      self._jit_auto = False
       measure = False
     init = x is not None and not self.initialized and not resume_epoch
     batches = None

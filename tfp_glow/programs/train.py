@@ -125,11 +125,12 @@ class _JitCompileParser(flags.ArgumentParser):
 flags.DEFINE_flag(flags.Flag(
     _JitCompileParser(), flags.ArgumentSerializer(), 'jit_compile',
     D['jit_compile'],
-    "XLA or not: 'auto' (default) compiles the training and the evaluation step "
-    'both ways, times a few steps of each on the first training batches and keeps '
-    'the faster (printed, and recorded in config.json and results.json; the timed '
-    'steps do not change the model; the cost: both modes are compiled, minutes '
-    'at 32x32x3 on a 2-core CPU, so force the mode for short runs); '
+    "XLA or not: 'auto' (default) is graph mode on a machine without GPU or "
+    'TPU (faster there; TFP_GLOW_JIT_AUTO=measure measures anyway) and elsewhere '
+    'compiles the training and the evaluation step both ways, times a few steps '
+    'of each on the first training batches and keeps the faster (printed, and '
+    'recorded in config.json and results.json; the timed steps do not change the '
+    'model); '
     '--jit_compile=true (or --jit_compile) forces '
     'XLA, --jit_compile=false (or --nojit_compile) graph mode. With several '
     'replicas XLA is always off.', boolean=True))
