@@ -713,3 +713,36 @@ def test_keras_config_is_json_and_export_is_refused_by_name(tmp_path):
       tfd.Sample(tfd.Normal(0., 2.), [64]), dist_lib.get_glow(dist))
   with pytest.raises(ValueError, match='not the one glow_distribution makes'):
     tfp_glow.GlowModel(wide, N_BINS).get_config()
+
+
+def test_sample_grid_leaves_out_a_temperature_that_overflows(tmp_path, capsys):
+  """A temperature whose samples are not finite gets no row, a line says so,
+  and training goes on (a T=1 overflow at epoch 10 of a 20-minute photos run
+  used to end the run with a FloatingPointError)."""
+  model, _ = tiny_model(seed=0, init_batch_size=64)
+  compile_(model)
+  real_sample = model.sample
+
+  def sample(n, temperature=1.0, **kw):
+    if temperature == 1.0:
+      raise FloatingPointError('glow: 1 of 4 generated images are not finite')
+    return real_sample(n, temperature=temperature, **kw)
+
+  model.sample = sample
+  grid = tfp_glow.SampleGrid(str(tmp_path), N_BINS, temperatures=(0.0, 1.0, 0.5),
+                             per_row=4)
+  model.fit(digits(batch_size=32), epochs=2, steps_per_epoch=2, verbose=0,
+            callbacks=[grid])
+  assert int(model.optimizer.iterations.numpy()) == 4   # both epochs ran
+  images, temperatures = grid.grid()
+  assert temperatures == (0.0, 0.5) and images.shape == (2, 4, 8, 8, 1)
+  assert images.dtype == np.uint8
+  for name in ('epoch_0001.png', 'epoch_0002.png', 'final.png'):
+    assert (tmp_path / name).stat().st_size > 0, name
+  assert 'Sample grid: no row for T=1: glow: 1 of 4' in capsys.readouterr().out
+  # Every temperature failing: no PNG, no error.
+  grid_none = tfp_glow.SampleGrid(str(tmp_path / 'none'), N_BINS,
+                                  temperatures=(1.0,), per_row=4)
+  grid_none.set_model(model)
+  assert grid_none.write('x', 0) is None
+  assert not (tmp_path / 'none').exists()

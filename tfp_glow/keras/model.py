@@ -548,29 +548,48 @@ class SampleGrid(keras.callbacks.Callback):
                     if log_dir else None)
 
   def grid(self):
-    """Returns uint8 images [rows, per_row, H, W, C]."""
+    """Returns uint8 images [rows, per_row, H, W, C] and the temperature of
+    each row.
+
+    A temperature whose samples are not finite (the flow overflowed, which
+    a model early in training may do at T=1) gets no row: it is left out,
+    with a line saying so, and training goes on (a sample grid is a view of
+    the model, never a reason to lose the run). Returns `(None, ())` when
+    every temperature failed.
+    """
     from tfp_glow import data as data_lib  # pylint: disable=g-import-not-at-top
-    rows = []
+    rows, temperatures = [], []
     for i, t in enumerate(self.temperatures):
       labels = None
       if self.model.conditional:
         labels = (self.labels if self.labels is not None else
                   tf.range(self.per_row) % self.model.glow.num_classes)
-      x = self.model.sample(self.per_row, temperature=t,
-                            seed=[self.seed, i], labels=labels)
+      try:
+        x = self.model.sample(self.per_row, temperature=t,
+                              seed=[self.seed, i], labels=labels)
+      except FloatingPointError as e:
+        print(f'Sample grid: no row for T={t:g}: {e}', flush=True)
+        continue
       rows.append(data_lib.postprocess(x, self.n_bins))
-    return np.stack([np.asarray(r) for r in rows])
+      temperatures.append(t)
+    if not rows:
+      return None, ()
+    return np.stack([np.asarray(r) for r in rows]), tuple(temperatures)
 
   def write(self, tag, step):
+    """Writes the grid; returns its path (None when no temperature gave
+    finite samples)."""
     from tfp_glow import images as images_lib  # pylint: disable=g-import-not-at-top
-    images = self.grid()
+    images, temperatures = self.grid()
+    if images is None:
+      return None
     flat = images.reshape((-1,) + images.shape[2:])
     os.makedirs(self.png_dir, exist_ok=True)
     path = os.path.join(self.png_dir, f'{tag}.png')
     images_lib.save_grid_png(flat, path, nrow=self.per_row)
     if self._writer is not None:
       with self._writer.as_default():
-        for t, row in zip(self.temperatures, images):
+        for t, row in zip(temperatures, images):
           tf.summary.image(f'samples/T={t:g}', row, step=step,
                            max_outputs=self.per_row)
       self._writer.flush()
