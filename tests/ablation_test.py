@@ -294,6 +294,8 @@ def test_paired_differences_pair_seeds_and_order_options():
   np.testing.assert_allclose(p['test_at_best_val'][1], [0.5])
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_default_out_dir_is_under_runs(tmp_path):
   """Without --out_dir the grid goes to runs/ablation_<dataset> under the
   working directory, like every program's default, never under a folder

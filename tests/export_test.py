@@ -161,6 +161,8 @@ np.savez(sys.argv[4], **out)
 '''
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_loads_and_matches_in_a_process_without_tfp(exported, tmp_path):
   model, cond = exported['model'], exported['cond']
   inputs = {}
@@ -352,6 +354,8 @@ def test_bad_latents_and_sample_arguments_are_refused(loaded):
       c.signatures['sample'], count=tf.constant(3), labels=tf.constant([0]), **args)
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_sample_refuses_non_finite_samples_and_too_many(loaded, exported, tmp_path):
   """Issue 15.1 and 15.8, through tf.saved_model.load: a temperature at which the
   flow overflows fails the request naming how many samples (of how many) and the

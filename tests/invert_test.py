@@ -175,6 +175,8 @@ def _gradient_graph_ops(backprop, steps_per_level, types):
   return counts
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_invert_graph_does_not_grow_with_depth():
   """Under 'invert' a level's K steps are one step's ops in a tf.while_loop:
   the convolutions (forward, rebuild/recompute, their gradients) in the

@@ -273,6 +273,8 @@ def _fit_for_resume(seed, epochs, extra_callbacks=()):
   return model, history
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_backup_resumes_exactly_where_training_stopped(tmp_path):
   backup_dir = str(tmp_path / 'backup')
   reference, _ = _fit_for_resume(seed=0, epochs=4)
@@ -316,6 +318,8 @@ def test_backup_refuses_to_train_epochs_it_holds(tmp_path):
 
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_fit_with_invert_backprop_gives_the_store_weights():
   """GlowModel.fit under backprop='invert' (class-conditional, so labels and
   the classifier loss go through it) makes the updates of 'store': the same
@@ -471,6 +475,8 @@ def test_auto_jit_on_a_cpu_is_graph_mode_unmeasured(monkeypatch, capsys):
   assert not jit.cpu_only()
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode(monkeypatch):
   """`jit_compile='auto'` measures (timed steps on the first batches of the
   real, reshuffling pipeline; on a CPU when asked to), then trains: the
@@ -501,6 +507,8 @@ def test_auto_jit_then_steps_equal_steps_in_the_chosen_mode(monkeypatch):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
 
 
+# Slow set (run by .ci/run): one of the default run's slowest (issue 22: under 4 minutes).
+@pytest.mark.slow
 def test_compiled_ema_swap_is_kerass_swap():
   """callbacks.SwapEMAWeights runs Keras's swap as one compiled call: after
   training with it, the weights (averaged) and the optimizer's averages (raw)
