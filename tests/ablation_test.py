@@ -14,6 +14,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -308,3 +309,49 @@ def test_default_out_dir_is_under_runs(tmp_path):
   assert proc.returncode != 0, out
   assert f'{os.path.join("runs", "ablation_photos")} holds no runs' in out, out
   assert not (tmp_path / 'tfp_glow').exists()
+
+
+_ORPHAN_PARENT = '''
+import multiprocessing, os, sys, time
+
+def worker(pid_file):
+  from tfp_glow.ablation import grid
+  grid._worker_init(None, os.getppid())  # what run_grid gives each worker
+  with open(pid_file, 'w') as f:
+    f.write(str(os.getpid()))
+  time.sleep(120)
+
+if __name__ == '__main__':
+  p = multiprocessing.get_context('spawn').Process(target=worker, args=(sys.argv[1],))
+  p.start()
+  while not os.path.exists(sys.argv[1]) or not open(sys.argv[1]).read():
+    time.sleep(0.05)
+  os._exit(0)  # dies without stopping its worker, as under `kill PID`
+'''
+
+
+def _alive(pid):
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      return not re.search(r'^State:\s+[ZX]', f.read(), re.M)
+  except FileNotFoundError:
+    return False
+
+
+# Slow set (run by .ci/run): ~20 s of process starts (issue 22: under 4 minutes).
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads /proc')
+def test_a_worker_ends_when_its_grid_process_dies(tmp_path):
+  """A `--parallel` worker whose grid process was killed stops within
+  seconds instead of training on and writing its run into `out_dir`, where a
+  new grid would take it as its own (it happened: a killed grid's workers
+  kept writing runs of another learning rate)."""
+  script, pid_file = tmp_path / 'parent.py', tmp_path / 'worker.pid'
+  script.write_text(_ORPHAN_PARENT)
+  subprocess.run([sys.executable, str(script), str(pid_file)], env=_env(),
+                 check=True, timeout=120)
+  pid = int(pid_file.read_text())
+  deadline = time.monotonic() + 30
+  while _alive(pid) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  assert not _alive(pid), f'worker {pid} outlived its parent by 30 s'

@@ -94,11 +94,12 @@ HEAVY_CHECKS = [(check, case) for case in HEAVY
 # XLA compiles of whole Glows take tens of seconds each: all three with the
 # slow tests. The default run compiles a drawn Glow's log_prob and sample
 # instead (properties_glow_test.py::test_eager_graph_and_xla_agree). Of the
-# five SavedModel round trips, three stay in the default run (affine and
-# additive, conv and LU, both dtypes); the shuffle/classes and quarter-split/
-# reverse ones, whose components' own SavedModel checks run by default in
-# bijectors_test.py, run with the slow tests.
+# five SavedModel round trips, two stay in the default run (affine conv in
+# float32, additive LU in float64); the affine/float64, shuffle/classes and
+# quarter-split/reverse ones, whose components' own SavedModel checks run by
+# default in bijectors_test.py, run with the slow tests.
 HEAVY_SLOW = (('compiled', 'affine_conv_f32'),
+              ('saved_model', 'affine_conv_f64'),
               ('compiled', 'additive_conv_lu_f64'),
               ('compiled', 'shuffle_learn_top_classes_f32'),
               ('saved_model', 'shuffle_learn_top_classes_f32'),

@@ -11,6 +11,7 @@ import json
 import math
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 
@@ -398,8 +399,22 @@ def _fmt(value, digits=3):
 # --- the grid --------------------------------------------------------------------
 
 
-def _worker_init(threads):
+def exit_with_parent(parent_pid, interval=2.0):
+  """Ends this process (exit status 1) soon after `parent_pid` stops being its
+  parent: a worker whose grid process was killed (`kill PID` sends SIGTERM to
+  that process only) would otherwise train on, unseen, and write its run into
+  `out_dir`, where a new grid started there would take it as its own."""
+  def watch():
+    while True:
+      time.sleep(interval)
+      if os.getppid() != parent_pid:
+        os._exit(1)  # pylint: disable=protected-access
+  threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()
+
+
+def _worker_init(threads, parent_pid):
   set_threads(threads)
+  exit_with_parent(parent_pid)
 
 
 def _worker_run(settings, config, seed, out_dir, data_dir, download):
@@ -481,7 +496,7 @@ def run_grid(settings, configs, seeds, out_dir, *, parallel=1, threads=None,
     context = multiprocessing.get_context('spawn')
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=parallel, mp_context=context, initializer=_worker_init,
-        initargs=(share,)) as pool:
+        initargs=(share, os.getpid())) as pool:
       futures = {pool.submit(_worker_run, settings, config, seed, out_dir,
                              data_dir, download): (config.name, seed)
                  for config, seed in todo}
