@@ -163,6 +163,9 @@ def test_curve_program_end_to_end(tmp_path):
   assert tfp['points_source'].startswith(('history.json', 'TensorBoard'))
   assert '--time_limit=0.2' in tfp['command']
   assert '--nojit_compile' in tfp['command']
+  # The photos get --flip=auto's left-right flips through bin/train.py's defaults.
+  tfp_config = json.loads((out / 'tfp_glow' / 'config.json').read_text())
+  assert tfp_config['training']['flip'] is True
   table = (out / 'curve.md').read_text()
   assert '| tfp_glow (bin/train.py) |' in table
   assert '| tfb.Glow (TFP) |' in table

@@ -193,6 +193,11 @@ def test_train_writes_everything(model_dir):
   assert results['jit_compile']['evaluate_mode'] == 'graph'
   assert 'jit_compile=auto on a CPU' in out and results['stopped_by_time_limit'] is False
   assert config['training']['jit_compile'] == 'auto'
+  # --flip=auto: the digits are not mirrored (their mirror images are not digits);
+  # the 1-pixel shifts are on.
+  assert config['training']['flip'] is False and config['training']['translate'] == 1
+  assert ('Augmentation: left-right flips off (--flip=auto: digits or characters); '
+          'shifts of up to 1 pixel(s) on 50% of the images.') in out, out
   with open(os.path.join(path, 'config.json')) as f:
     assert json.load(f)['training']['jit_choice'] == results['jit_compile']
   # Grey levels of the data, not the flow's --levels (issue 15.7).

@@ -578,6 +578,21 @@ def test_lr_schedule_auto_is_constant_for_the_digits_only():
   assert run_dir.resolve_lr_schedule('digits', 'cosine') == 'cosine'
 
 
+def test_flip_auto_mirrors_photos_but_not_digits_or_characters():
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  for dataset in ('photos', 'folder:/data/mnist', 'cifar10', 'celeb_a',
+                  'imagenet_resized/32x32'):
+    assert run_dir.resolve_flip(dataset, 'auto') is True, dataset
+  for dataset in ('digits', 'mnist', 'mnist:3.0.1', 'svhn_cropped', 'emnist',
+                  'omniglot'):
+    assert run_dir.resolve_flip(dataset, 'auto') is False, dataset
+  assert run_dir.resolve_flip('digits', 'true') is True
+  assert run_dir.resolve_flip('photos', 'false') is False
+  assert run_dir.resolve_flip('photos', False) is False
+  with pytest.raises(ValueError, match="flip must be 'auto'"):
+    run_dir.resolve_flip('photos', 'sometimes')
+
+
 def test_schedule_total_is_read_by_a_compiled_step_without_retracing():
   schedule = tfp_glow.WarmupSchedule(1e-3, 0, total_steps=100)
   traces = []

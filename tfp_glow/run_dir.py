@@ -49,7 +49,8 @@ __all__ = [
     'DEFAULTS', 'MODEL_KEYS', 'CONFIG_NAME', 'RUNS_DIR', 'checkpoint_path',
     'default_model_dir', 'build_model', 'model_config', 'read_config',
     'write_config', 'check_config', 'load_trained', 'load_split',
-    'resolve_lr_schedule', 'resolve_translate', 'write_json', 'define_model_dir_flags',
+    'resolve_flip', 'resolve_lr_schedule', 'resolve_translate', 'write_json',
+    'define_model_dir_flags', 'NO_FLIP_DATASETS',
     'define_eval_flags', 'check_data_matches', 'evaluate_bpd', 'format_bpd',
     'DamagedCheckpointError', 'check_weights_file', 'check_resumable',
 ]
@@ -80,6 +81,7 @@ DEFAULTS = dict(
     class_loss_weight=0.01,
     translate=None,  # 1 for digits, 0 elsewhere: see resolve_translate
     translate_prob=0.5,
+    flip='auto',  # photos yes, digits and letters no: see resolve_flip
     # Measured before training: the faster of XLA and graph mode for this model
     # on this machine (tfp_glow.keras.jit).
     jit_compile='auto',
@@ -292,7 +294,7 @@ def load_trained(model_dir, which='best'):
 
 def load_split(config, split, *, batch_size, data_dir=None, download=False, shuffle,
                dequantize=True, seed=None, translate=0, translate_prob=0.5,
-               dataset=None):
+               flip=False, dataset=None):
   """`data.load` for the dataset of a config.json (labels when conditional).
 
   `dataset` (any spec `data.load` takes) reads other data through the model's
@@ -305,7 +307,8 @@ def load_split(config, split, *, batch_size, data_dir=None, download=False, shuf
                        image_size=m['image_size'], batch_size=batch_size,
                        shuffle=shuffle, dequantize=dequantize, seed=seed,
                        with_labels=m['num_classes'] is not None,
-                       translate=translate, translate_prob=translate_prob)
+                       translate=translate, translate_prob=translate_prob,
+                       flip=flip)
 
 
 def check_data_matches(model, info):
@@ -397,6 +400,32 @@ def resolve_lr_schedule(dataset, lr_schedule):
   if lr_schedule != 'auto':
     return lr_schedule
   return 'constant' if dataset == 'digits' else 'linear'
+
+
+# Datasets whose mirror image is not a sample of them (digits, letters, characters,
+# house numbers): --flip=auto leaves them unflipped.
+NO_FLIP_DATASETS = ('digits', 'mnist', 'emnist', 'kmnist', 'fashion_mnist',
+                    'svhn_cropped', 'omniglot', 'binarized_mnist')
+
+
+def resolve_flip(dataset, flip):
+  """--flip's default ('auto'): random horizontal flips for photos (the embedded
+  photos, folders, CIFAR, CelebA, ImageNet, ...), none for datasets of digits,
+  letters or characters (`NO_FLIP_DATASETS`), whose mirror images are not samples.
+
+  A folder is taken to hold photos; pass --flip=false for one that does not. On the
+  photos (5,746 overlapping patches of three pictures) the 30-minute run overfits
+  after a few minutes; the flips double the distinct images it sees
+  (docs/BENCHMARKS.md).
+  """
+  if isinstance(flip, bool):
+    return flip
+  if flip in ('true', 'false'):
+    return flip == 'true'
+  if flip != 'auto':
+    raise ValueError(f"flip must be 'auto', 'true', 'false' or a bool, got {flip!r}.")
+  # 'folder:PATH' -> 'folder'; a TFDS name may carry a version ('mnist:3.0.1').
+  return dataset.split(':', 1)[0] not in NO_FLIP_DATASETS
 
 
 def resolve_translate(dataset, translate):

@@ -166,6 +166,14 @@ flags.DEFINE_integer('translate', D['translate'],
                      'digits, 0 for other datasets.')
 flags.DEFINE_float('translate_prob', D['translate_prob'],
                    'With --translate, the share of training images shifted.')
+flags.DEFINE_enum('flip', D['flip'], ['auto', 'true', 'false'],
+                  'Augmentation: mirror a random half of the training images '
+                  'left-right, drawn anew each epoch. auto (default): on for photos '
+                  '(photos, folders, cifar10, celeb_a, ...), off for datasets of '
+                  'digits, letters or characters (digits, mnist, emnist, kmnist, '
+                  'fashion_mnist, svhn_cropped, omniglot), whose mirror images are not '
+                  'samples of them; a folder is taken to hold photos. Recorded in '
+                  'config.json.')
 # Scale.
 flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multi_worker'],
                   'tf.distribute strategy: default (one device), mirrored (all GPUs '
@@ -236,14 +244,27 @@ def load_data(config, split, **kwargs):
                      f'{e}') from e
 
 
-def _recipe(translate):
+def _recipe(translate, flip):
   recipe = {k: getattr(FLAGS, k) for k in (
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
       'warmup_epochs', 'lr_schedule', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
       'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
       'data_dir', 'translate_prob', 'compute_dtype', 'backprop', 'time_limit')}
   recipe['translate'] = translate
+  recipe['flip'] = flip
   return recipe
+
+
+def _augmentation_line(recipe):
+  """One line saying which augmentations the training split gets, and why."""
+  flip = recipe['flip']
+  why = f'--flip={FLAGS.flip}' + (
+      (': photos' if flip else ': digits or characters') if FLAGS.flip == 'auto' else '')
+  parts = [f"left-right flips {'on' if flip else 'off'} ({why})"]
+  if recipe['translate']:
+    parts.append(f"shifts of up to {recipe['translate']} pixel(s) on "
+                 f"{recipe['translate_prob']:.0%} of the images")
+  return 'Augmentation: ' + '; '.join(parts) + '.'
 
 
 def load_training_data():
@@ -257,14 +278,16 @@ def load_training_data():
   train_split = 'train' if FLAGS.validation else 'train_full'
   probe = {'model': dict(model_flags, num_classes=1 if FLAGS.conditional else None)}
   translate = run_dir.resolve_translate(FLAGS.dataset, FLAGS.translate)
+  flip = run_dir.resolve_flip(FLAGS.dataset, FLAGS.flip)
   train_ds, info = load_data(probe, train_split, batch_size=FLAGS.batch_size,
                              shuffle=True, seed=FLAGS.seed, translate=translate,
-                             translate_prob=FLAGS.translate_prob)
+                             translate_prob=FLAGS.translate_prob, flip=flip)
   try:
     model_config = run_dir.model_config(info, **model_flags)
   except ValueError as e:
     raise UsageError(str(e)) from e
-  return train_ds, info, {'model': model_config, 'training': _recipe(translate)}
+  return train_ds, info, {'model': model_config,
+                          'training': _recipe(translate, flip)}
 
 
 def has_training_state(model_dir):
@@ -510,6 +533,7 @@ def train(model_dir, temperatures):
   print(f'Training {model.glow.name}: {info.source}, images {list(info.image_shape)}, '
         f'{info.n_bins} grey levels, {sum(int(math.prod(v.shape)) for v in model.trainable_variables)} '
         f'parameters, model_dir {model_dir}', flush=True)
+  print(_augmentation_line(config['training']), flush=True)
   history = model.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
                       validation_data=validation_ds, callbacks=callbacks,
                       verbose=launch.keras_verbosity(FLAGS.verbose), shuffle=False)
