@@ -584,7 +584,7 @@ def test_flip_auto_mirrors_photos_but_not_digits_or_characters():
                   'imagenet_resized/32x32'):
     assert run_dir.resolve_flip(dataset, 'auto') is True, dataset
   for dataset in ('digits', 'mnist', 'mnist:3.0.1', 'svhn_cropped', 'emnist',
-                  'omniglot'):
+                  'emnist/letters', 'omniglot'):
     assert run_dir.resolve_flip(dataset, 'auto') is False, dataset
   assert run_dir.resolve_flip('digits', 'true') is True
   assert run_dir.resolve_flip('photos', 'false') is False

@@ -424,8 +424,9 @@ def resolve_flip(dataset, flip):
     return flip == 'true'
   if flip != 'auto':
     raise ValueError(f"flip must be 'auto', 'true', 'false' or a bool, got {flip!r}.")
-  # 'folder:PATH' -> 'folder'; a TFDS name may carry a version ('mnist:3.0.1').
-  return dataset.split(':', 1)[0] not in NO_FLIP_DATASETS
+  # 'folder:PATH' -> 'folder'; a TFDS name may carry a version ('mnist:3.0.1') and a
+  # config ('emnist/letters').
+  return dataset.split(':', 1)[0].split('/', 1)[0] not in NO_FLIP_DATASETS
 
 
 def resolve_translate(dataset, translate):
