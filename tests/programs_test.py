@@ -75,7 +75,10 @@ def model_dir(tmp_path_factory):
   """A trained tiny model in the DEFAULT model directory (no --model_dir), run
   from an empty working directory: `runs/digits` there."""
   cwd = str(tmp_path_factory.mktemp('cwd'))
-  rc, out = finish(start('train', '--epochs=2', *TINY, cwd=cwd))
+  # No --learning_rate: the digits' default peak (3e-3, as TINY's) comes from
+  # run_dir.resolve_learning_rate.
+  tiny = [f for f in TINY if not f.startswith('--learning_rate=')]
+  rc, out = finish(start('train', '--epochs=2', *tiny, cwd=cwd))
   assert rc == 0, out
   return os.path.join(cwd, 'runs', 'digits'), out
 
@@ -196,6 +199,11 @@ def test_train_writes_everything(model_dir):
   # --flip=auto: the digits are not mirrored (their mirror images are not digits);
   # the 1-pixel shifts are on.
   assert config['training']['flip'] is False and config['training']['translate'] == 1
+  # --learning_rate unset: the digits' peak, recorded and followed.
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  assert config['training']['learning_rate'] == run_dir.DIGITS_LEARNING_RATE == 3e-3
+  assert results['learning_rate_schedule']['peak_learning_rate'] == 3e-3
+  assert results['learning_rate_schedule']['decay'] == 'constant'
   assert ('Augmentation: left-right flips off (--flip=auto: digits or characters); '
           'shifts of up to 1 pixel(s) on 50% of the images.') in out, out
   with open(os.path.join(path, 'config.json')) as f:

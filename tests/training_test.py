@@ -570,6 +570,37 @@ def test_schedule_warms_up_then_decays_to_zero_at_the_budget(decay):
   assert tfp_glow.WarmupSchedule(1e-3, 5).value(1000) == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize('decay', ['linear', 'cosine'])
+def test_schedule_with_a_decay_fraction_holds_the_peak_then_decays_to_zero(decay):
+  """Warmup-stable-decay: 10 warmup steps, then of the 100 that remain the first 70
+  at the peak and the decay over the last 30 (an independent float64 form: the
+  full-budget reference over the last 30 steps only)."""
+  schedule = tfp_glow.WarmupSchedule(2e-3, 10, total_steps=110, decay=decay,
+                                     decay_fraction=0.3)
+  for step in (0, 9, 10, 50, 79, 80):
+    np.testing.assert_allclose(schedule.value(step), 2e-3 * min(1, (step + 1) / 10),
+                               rtol=1e-5)
+  for step in (81, 95, 109, 110, 300):
+    # Over the last 30 steps it is the full-length decay of a 30-step budget.
+    np.testing.assert_allclose(schedule.value(step),
+                               _reference_lr(step - 80, 2e-3, 0, 30, decay),
+                               rtol=1e-5, atol=1e-9)
+  assert schedule.value(110) == 0.0
+  assert tfp_glow.WarmupSchedule.from_config(
+      schedule.get_config()).value(95) == pytest.approx(schedule.value(95))
+  for bad in (0.0, 1.5, -0.2, True):
+    with pytest.raises(ValueError, match='decay_fraction must be in'):
+      tfp_glow.WarmupSchedule(1e-3, 0, 10, decay_fraction=bad)
+
+
+def test_learning_rate_default_is_higher_for_the_digits_only():
+  from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
+  assert run_dir.resolve_learning_rate('digits', None) == 3e-3
+  assert run_dir.resolve_learning_rate('photos', None) == 1e-3
+  assert run_dir.resolve_learning_rate('folder:/x', None) == 1e-3
+  assert run_dir.resolve_learning_rate('digits', 5e-4) == 5e-4
+
+
 def test_lr_schedule_auto_is_constant_for_the_digits_only():
   from tfp_glow import run_dir  # pylint: disable=g-import-not-at-top
   assert run_dir.resolve_lr_schedule('digits', 'auto') == 'constant'

@@ -454,8 +454,17 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
   that reaches zero at step `total_steps` (or flat, `decay='constant'`).
 
       lr(s) = learning_rate * min(1, (s + 1) / warmup_steps) * d(s),
-      u = clip((s - warmup_steps) / (total_steps - warmup_steps), 0, 1),
+      span = total_steps - warmup_steps,
+      u = clip((s - warmup_steps - (1 - decay_fraction) * span)
+               / (decay_fraction * span), 0, 1),
       d = 1 - u (linear), (1 + cos(pi u)) / 2 (cosine), 1 (constant).
+
+  `decay_fraction` (default 1: the decay fills the budget after the warmup) keeps
+  the rate at its peak for the first `1 - decay_fraction` of the budget and decays
+  over the rest: warmup-stable-decay, the "cooldown" of Zhai et al. (2022) and
+  Hagele et al. (2024), which match a full-length decay at equal compute. Where
+  the noise of a high rate is part of the regularisation (the digits' 1,293
+  images, docs/BENCHMARKS.md) it keeps that noise for most of the run.
 
   Glow without warmup diverges early (OpenAI warms up over 10 epochs). The decay
   is budgeted training's (Li, Yumer & Ramanan, ICLR 2020: when the budget is fixed in
@@ -469,18 +478,22 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
   """
 
   def __init__(self, learning_rate, warmup_steps, total_steps=None,
-               decay='linear'):
+               decay='linear', decay_fraction=1.0):
     if not learning_rate > 0:
       raise ValueError(f'learning_rate must be > 0, got {learning_rate}.')
     if warmup_steps < 0:
       raise ValueError(f'warmup_steps must be >= 0, got {warmup_steps}.')
     if decay not in DECAYS:
       raise ValueError(f'decay must be one of {list(DECAYS)}, got {decay!r}.')
+    if isinstance(decay_fraction, bool) or not 0 < decay_fraction <= 1:
+      raise ValueError('decay_fraction must be in (0, 1], got '
+                       f'{decay_fraction!r}.')
     if total_steps is not None and not total_steps >= 1:
       raise ValueError(f'total_steps must be >= 1 or None, got {total_steps}.')
     self.learning_rate = float(learning_rate)
     self.warmup_steps = int(warmup_steps)
     self.decay = decay
+    self.decay_fraction = float(decay_fraction)
     self._total = None
     if total_steps is not None and decay != 'constant':
       # A variable that is not the model's (never trained, saved or averaged).
@@ -506,8 +519,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     if self._total is None:
       return lr
     total = tf.cast(self._total, tf.float32)
-    u = tf.clip_by_value((step - self.warmup_steps) /
-                         tf.maximum(total - self.warmup_steps, 1.0), 0.0, 1.0)
+    span = tf.maximum(total - self.warmup_steps, 1.0)
+    # Counted back from the end, so that u is exactly 1 at `total` in float32.
+    u = tf.clip_by_value(1.0 - (total - step) /
+                         tf.maximum(self.decay_fraction * span, 1.0), 0.0, 1.0)
     if self.decay == 'linear':
       return lr * (1.0 - u)
     return lr * 0.5 * (1.0 + tf.cos(math.pi * u))
@@ -519,7 +534,8 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
   def get_config(self):
     return {'learning_rate': self.learning_rate,
             'warmup_steps': self.warmup_steps,
-            'total_steps': self.total_steps, 'decay': self.decay}
+            'total_steps': self.total_steps, 'decay': self.decay,
+            'decay_fraction': self.decay_fraction}
 
 
 class SampleGrid(keras.callbacks.Callback):

@@ -94,7 +94,10 @@ flags.DEFINE_integer('epochs', D['epochs'], 'Training epochs.')
 flags.DEFINE_integer('steps_per_epoch', None,
                      'Steps per epoch (the data repeats as needed). Default: one pass '
                      'over the training split.')
-flags.DEFINE_float('learning_rate', D['learning_rate'], 'Peak learning rate.')
+flags.DEFINE_float('learning_rate', None,
+                   'Peak learning rate. Default: %g for the embedded digits, %g '
+                   'elsewhere (docs/BENCHMARKS.md).' % (run_dir.DIGITS_LEARNING_RATE,
+                                                        D['learning_rate']))
 flags.DEFINE_integer('warmup_steps', D['warmup_steps'],
                      'Linear learning-rate warmup from 0, in steps.')
 flags.DEFINE_float('warmup_epochs', None,
@@ -156,6 +159,11 @@ flags.DEFINE_enum('lr_schedule', 'auto', ['auto', 'linear', 'cosine', 'constant'
                   'end). auto (default): constant for the embedded digits (the decay '
                   'overfits their 1,293 images), linear elsewhere. results.json '
                   'records the schedule followed.')
+flags.DEFINE_float('lr_decay_fraction', 1.0,
+                   'With a decaying --lr_schedule: the share of the budget after the '
+                   'warmup over which the rate decays to zero; before it the rate '
+                   'stays at its peak (warmup-stable-decay). 1 (default): the decay '
+                   'fills the budget.')
 flags.DEFINE_enum('backprop', 'store', ['store', 'invert'],
                   "Gradient through the steps of flow: 'store' keeps every step's "
                   "activations; 'invert' rebuilds them by the inverse in the backward "
@@ -212,10 +220,13 @@ def validate_flags():
       raise UsageError(f'--{name} must be >= 1, got {getattr(FLAGS, name)}.')
   if FLAGS.steps_per_epoch is not None and FLAGS.steps_per_epoch < 1:
     raise UsageError(f'--steps_per_epoch must be >= 1, got {FLAGS.steps_per_epoch}.')
-  if FLAGS.learning_rate <= 0:
+  if FLAGS.learning_rate is not None and FLAGS.learning_rate <= 0:
     raise UsageError(f'--learning_rate must be > 0, got {FLAGS.learning_rate}.')
   if FLAGS.warmup_steps < 0:
     raise UsageError(f'--warmup_steps must be >= 0, got {FLAGS.warmup_steps}.')
+  if not 0 < FLAGS.lr_decay_fraction <= 1:
+    raise UsageError('--lr_decay_fraction must be in (0, 1], got '
+                     f'{FLAGS.lr_decay_fraction}.')
   if FLAGS.clipnorm is not None and FLAGS.clipnorm <= 0:
     raise UsageError(f'--clipnorm must be > 0, got {FLAGS.clipnorm}.')
   if FLAGS.time_limit is not None:
@@ -244,12 +255,17 @@ def load_data(config, split, **kwargs):
                      f'{e}') from e
 
 
+def _learning_rate():
+  return run_dir.resolve_learning_rate(FLAGS.dataset, FLAGS.learning_rate)
+
+
 def _recipe(translate, flip):
   recipe = {k: getattr(FLAGS, k) for k in (
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
-      'warmup_epochs', 'lr_schedule', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
+      'warmup_epochs', 'lr_schedule', 'lr_decay_fraction', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
       'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
       'data_dir', 'translate_prob', 'compute_dtype', 'backprop', 'time_limit')}
+  recipe['learning_rate'] = _learning_rate()
   recipe['translate'] = translate
   recipe['flip'] = flip
   return recipe
@@ -330,8 +346,9 @@ def make_schedule(steps_per_epoch):
     warmup = model_lib.warmup_steps_for(FLAGS.warmup_epochs, steps_per_epoch)
   decay = run_dir.resolve_lr_schedule(FLAGS.dataset, FLAGS.lr_schedule)
   total = None if decay == 'constant' else FLAGS.epochs * steps_per_epoch
-  return model_lib.WarmupSchedule(FLAGS.learning_rate, warmup, total_steps=total,
-                                  decay=decay)
+  return model_lib.WarmupSchedule(_learning_rate(), warmup, total_steps=total,
+                                  decay=decay,
+                                  decay_fraction=FLAGS.lr_decay_fraction)
 
 
 def build_and_compile(strategy, config, schedule):
@@ -428,6 +445,7 @@ def schedule_followed(schedule, steps_run, budget):
   last = max(0, steps_run - 1)
   return {
       'decay': schedule.decay if schedule.total_steps is not None else 'constant',
+      'decay_fraction': schedule.decay_fraction,
       'peak_learning_rate': schedule.learning_rate,
       'warmup_steps': schedule.warmup_steps,
       'total_steps': schedule.total_steps,
