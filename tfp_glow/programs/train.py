@@ -262,8 +262,8 @@ def _learning_rate():
 def _recipe(translate, flip):
   recipe = {k: getattr(FLAGS, k) for k in (
       'batch_size', 'epochs', 'steps_per_epoch', 'learning_rate', 'warmup_steps',
-      'warmup_epochs', 'lr_schedule', 'lr_decay_fraction', 'optimizer', 'ema', 'ema_momentum', 'clipnorm',
-      'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
+      'warmup_epochs', 'lr_schedule', 'lr_decay_fraction', 'optimizer', 'ema',
+      'ema_momentum', 'clipnorm', 'init_batch_size', 'class_loss_weight', 'seed', 'jit_compile', 'validation',
       'data_dir', 'translate_prob', 'compute_dtype', 'backprop', 'time_limit')}
   recipe['learning_rate'] = _learning_rate()
   recipe['translate'] = translate
